@@ -1,0 +1,22 @@
+"""Privacy accounting for DP-SGD on top of Google's dp-accounting (PLD and RDP)."""
+
+from privacy_finetuner.accounting._validation import ACCOUNTANTS, check_delta
+from privacy_finetuner.accounting.accountant import PrivacyAccountant
+from privacy_finetuner.accounting.calibration import (
+    Calibration,
+    calibrate_noise_multiplier,
+    max_steps_within_budget,
+)
+from privacy_finetuner.accounting.epsilon import DpSegment, compute_epsilon, segments_to_event
+
+__all__ = [
+    "ACCOUNTANTS",
+    "Calibration",
+    "DpSegment",
+    "PrivacyAccountant",
+    "calibrate_noise_multiplier",
+    "check_delta",
+    "compute_epsilon",
+    "max_steps_within_budget",
+    "segments_to_event",
+]

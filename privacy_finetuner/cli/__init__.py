@@ -1,0 +1,1 @@
+"""The ``privacy-finetuner`` command line (Typer + rich)."""

@@ -1,0 +1,91 @@
+"""Root of the ``privacy-finetuner`` CLI.
+
+Each concern registers its commands from its own module (``cli/<concern>.py`` with a
+``register(app)`` function); heavy imports (torch, FastAPI) happen inside the commands so that
+``privacy-finetuner epsilon`` starts in well under a second. Errors from the package reach the user
+as one line and exit code 2 (bad input) or 1 (anything else), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated
+
+import typer
+
+from privacy_finetuner._version import __version__
+from privacy_finetuner.cli._output import print_error
+from privacy_finetuner.errors import (
+    ConfigError,
+    DataError,
+    NotFoundError,
+    PrivacyFinetunerError,
+)
+
+#: Modules under privacy_finetuner.cli that contribute commands, in help order.
+COMMAND_MODULES: tuple[str, ...] = ("accounting",)
+
+app = typer.Typer(
+    name="privacy-finetuner",
+    help="Differentially private fine-tuning of LLM agents, with proven and audited privacy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"privacy-finetuner {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print version."),
+    ] = False,
+) -> None:
+    """Differentially private fine-tuning of LLM agents, with proven and audited privacy."""
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"privacy_finetuner.cli.{name}")
+        module.register(app)
+
+
+_register_commands()
+
+_BAD_INPUT = (ConfigError, DataError, NotFoundError)
+
+
+def exit_code_for(exc: PrivacyFinetunerError) -> int:
+    """2 for input the user must fix, 1 for every other failure."""
+    return 2 if isinstance(exc, _BAD_INPUT) else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app and turn package errors into one line + exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except PrivacyFinetunerError as exc:
+        print_error(str(exc))
+        sys.exit(exit_code_for(exc))
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print_error("aborted")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors carry their own exit code (2)
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
