@@ -70,22 +70,22 @@ def exit_code_for(exc: PrivacyFinetunerError) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and turn package errors into one line + exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except PrivacyFinetunerError as exc:
         print_error(str(exc))
         sys.exit(exit_code_for(exc))
     except KeyboardInterrupt:
         print_error("interrupted")
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except typer.Abort:
         print_error("aborted")
         sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:
+        # Usage errors (bad option values, missing arguments) know how to show themselves and
+        # carry click's exit code 2; duck-typed because typer vendors its own click.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    if isinstance(result, int) and result:
+        sys.exit(result)

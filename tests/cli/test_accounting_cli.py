@@ -1,0 +1,80 @@
+"""The epsilon / calibrate commands: JSON output, agreement with dp-accounting, exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from privacy_finetuner.accounting import DpSegment, compute_epsilon
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "privacy_finetuner", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("accountant", ["pld", "rdp"])
+def test_epsilon_json_agrees_with_library(accountant: str) -> None:
+    proc = _run(
+        "epsilon", "--noise-multiplier", "1.0", "--sample-rate", "0.01", "--steps", "1000",
+        "--delta", "1e-5", "--accountant", accountant, "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) == {"epsilon", "delta", "accountant"}
+    expected = compute_epsilon([DpSegment(1.0, 0.01, 1000)], delta=1e-5, accountant=accountant)
+    assert data["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert data["accountant"] == accountant
+
+
+def test_calibrate_json() -> None:
+    proc = _run(
+        "calibrate", "--target-epsilon", "3", "--delta", "1e-5", "--sample-rate", "0.01",
+        "--steps", "1000", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["epsilon"] <= 3
+    assert data["epsilon"] == pytest.approx(3, rel=1e-2)
+
+
+def test_table_output() -> None:
+    proc = _run("epsilon", "-s", "1.0", "-q", "0.01", "--steps", "100")
+    assert proc.returncode == 0
+    assert "ε" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["epsilon", "--noise-multiplier", "0", "--sample-rate", "0.01", "--steps", "10"],
+        ["epsilon", "--noise-multiplier", "-1", "--sample-rate", "0.01", "--steps", "10"],
+        ["epsilon", "--noise-multiplier", "1", "--sample-rate", "0", "--steps", "10"],
+        ["epsilon", "--noise-multiplier", "1", "--sample-rate", "1.5", "--steps", "10"],
+        ["epsilon", "--noise-multiplier", "1", "--sample-rate", "0.1", "--steps", "0"],
+        ["epsilon", "--noise-multiplier", "1", "--sample-rate", "0.1", "--steps", "10", "--delta", "1"],
+        ["epsilon", "--noise-multiplier", "1", "--sample-rate", "0.1", "--steps", "10", "--accountant", "gdp"],
+        ["calibrate", "--target-epsilon", "-1", "--sample-rate", "0.1", "--steps", "10"],
+        ["epsilon", "--noise-multiplier", "abc", "--sample-rate", "0.1", "--steps", "10"],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str]) -> None:
+    proc = _run(*args)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.strip()
+
+
+def test_version() -> None:
+    proc = _run("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("privacy-finetuner ")
