@@ -1,0 +1,392 @@
+"""The PrivacyEngine façade: make a model, optimizer and loader private, then step.
+
+One logical step (see ``docs/engine.md`` and the design note):
+
+1. the loader yields a Poisson-sampled logical batch (units join with probability q);
+2. it is split into micro-batches of at most ``max_physical_batch_size`` examples (never splitting
+   a user); each gets one forward and ONE backward of Σᵢ lossᵢ, during which the layer rules report
+   per-example gradients in factored form; units are clipped to C and their clipped sum is added
+   to fp32 buffers;
+3. N(0, σ²C²) noise is added once, the sum is divided by the *expected* batch size q·N (the actual
+   size is not private), the optimizer steps, and the accountant records (σ, q).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from privacy_finetuner.accounting import (
+    PrivacyAccountant,
+    calibrate_noise_multiplier,
+    max_steps_within_budget,
+)
+from privacy_finetuner.engine.batching import LossFn, causal_lm_loss, micro_batches, slice_batch
+from privacy_finetuner.engine.checkpoint import load_engine_checkpoint, save_engine_checkpoint
+from privacy_finetuner.engine.clipper import GradClipper
+from privacy_finetuner.engine.noise import NoiseSource
+from privacy_finetuner.engine.sampler import PoissonDataLoader, make_poisson_loader
+from privacy_finetuner.errors import EngineError, InvalidParameterError, PrivacyWarning
+
+__all__ = ["PrivacyEngine", "StepResult"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """Outcome of one logical step.
+
+    Attributes:
+        loss: mean per-unit loss of the sampled units (NaN for an empty batch or a stopped step).
+        num_units: units (examples or users) in the logical batch.
+        num_examples: examples in the logical batch.
+        stopped: True if the step was not taken because the ε budget is spent.
+    """
+
+    loss: float
+    num_units: int
+    num_examples: int
+    stopped: bool = False
+
+
+class PrivacyEngine:
+    """DP-SGD for PyTorch / Hugging Face models, per example or per user.
+
+    Args:
+        accountant: "pld" (tight) or "rdp".
+        secure_mode: draw noise and samples from generators seeded by the OS CSPRNG each step.
+            Off, runs are reproducible from ``seed`` — fine for experiments, not for production.
+        seed: seed of the sampler and noise generators when not in secure mode (None: from the OS).
+    """
+
+    def __init__(
+        self, accountant: str = "pld", secure_mode: bool = False, seed: int | None = None
+    ) -> None:
+        self.accountant = PrivacyAccountant(accountant)
+        self.secure_mode = secure_mode
+        self.seed = seed
+        if not secure_mode:
+            warnings.warn(
+                "secure_mode=False: noise and sampling come from a seeded, replayable PRNG; fine "
+                "for experiments, use secure_mode=True for a production guarantee",
+                PrivacyWarning,
+                stacklevel=2,
+            )
+        self.noise_multiplier = 0.0
+        self.max_grad_norm = 0.0
+        self.sample_rate = 0.0
+        self.privacy_unit = "example"
+        self.epsilon_valid = True
+        self.max_physical_batch_size = 8
+        self.module: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.data_loader: Any = None
+        self.clipper: GradClipper | None = None
+        self.noise: NoiseSource | None = None
+        self.expected_batch_size = 0.0
+        self.target_epsilon: float | None = None
+        self.target_delta: float | None = None
+        self._step_limit: int | None = None
+
+    # -- set-up -------------------------------------------------------------------------------
+    def make_private(
+        self,
+        *,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data_loader: Any,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        privacy_unit: str = "example",
+        max_physical_batch_size: int = 8,
+        max_examples_per_user: int | None = None,
+        user_ids: Any = None,
+        poisson_sampling: bool = True,
+    ) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
+        """Attach per-unit clipping to ``module`` and return (module, optimizer, loader).
+
+        Args:
+            module: the model (modified in place: its trainable layers get per-example rules).
+            optimizer: any torch optimizer over the module's trainable parameters.
+            data_loader: a DataLoader; q = batch_size / number of units. Re-sampled with Poisson
+                sampling, so the returned loader's batches vary in size and may be empty.
+            noise_multiplier: σ; noise std per coordinate is σ·C. 0 is allowed (ε = ∞, warns).
+            max_grad_norm: C, the bound on one unit's gradient norm.
+            privacy_unit: "example" or "user" (ε is then per user).
+            max_physical_batch_size: examples per forward/backward (memory bound).
+            max_examples_per_user: cap on a sampled user's examples, chosen at random.
+            user_ids: one user id per dataset index (else ``dataset.user_ids``), for "user".
+            poisson_sampling: False keeps the loader as is; ε is then reported as not valid.
+
+        Raises:
+            InvalidParameterError: σ < 0, C ≤ 0, a bad unit or physical batch size.
+            SamplingError: the loader cannot be Poisson-sampled and ``poisson_sampling`` is True.
+            UnsupportedModuleError: the model contains BatchNorm or similar.
+        """
+        if self.clipper is not None:
+            raise EngineError("make_private was already called on this engine")
+        if not (noise_multiplier >= 0 and math.isfinite(noise_multiplier)):
+            raise InvalidParameterError(f"noise_multiplier σ must be ≥ 0, got {noise_multiplier}")
+        if not max_grad_norm > 0:
+            raise InvalidParameterError(f"max_grad_norm C must be > 0, got {max_grad_norm}")
+        if privacy_unit not in ("example", "user"):
+            raise InvalidParameterError(f"privacy_unit must be 'example' or 'user': {privacy_unit}")
+        if max_physical_batch_size < 1:
+            raise InvalidParameterError("max_physical_batch_size must be ≥ 1")
+        if noise_multiplier == 0:
+            warnings.warn(
+                "noise_multiplier=0: no noise is added, so ε is infinite (testing only)",
+                PrivacyWarning,
+                stacklevel=2,
+            )
+        loader = self._wrap_loader(
+            data_loader, privacy_unit, max_examples_per_user, user_ids, poisson_sampling
+        )
+        self.clipper = GradClipper(module, max_grad_norm=max_grad_norm)
+        self.noise = NoiseSource(
+            device=self.clipper.params[0].device, secure_mode=self.secure_mode, seed=self.seed
+        )
+        self.module, self.optimizer, self.data_loader = module, optimizer, loader
+        self.noise_multiplier, self.max_grad_norm = float(noise_multiplier), float(max_grad_norm)
+        self.privacy_unit = privacy_unit
+        self.max_physical_batch_size = max_physical_batch_size
+        return module, optimizer, loader
+
+    def _wrap_loader(
+        self,
+        data_loader: Any,
+        privacy_unit: str,
+        max_examples_per_user: int | None,
+        user_ids: Any,
+        poisson_sampling: bool,
+    ) -> Any:
+        by_user = privacy_unit == "user"
+        if poisson_sampling:
+            generator = torch.Generator().manual_seed(
+                int.from_bytes(os.urandom(8), "little") >> 1 if self.seed is None else self.seed
+            )
+            loader = make_poisson_loader(
+                data_loader,
+                user_ids=user_ids,
+                by_user=by_user,
+                max_examples_per_user=max_examples_per_user,
+                generator=generator,
+                secure_mode=self.secure_mode,
+            )
+            self.sample_rate = loader.sample_rate
+            self.expected_batch_size = loader.sample_rate * loader.num_units
+            return loader
+        if by_user:
+            raise EngineError("privacy_unit='user' needs Poisson sampling (poisson_sampling=True)")
+        batch_size = getattr(data_loader, "batch_size", None)
+        dataset = getattr(data_loader, "dataset", None)
+        if batch_size is None or dataset is None:
+            raise EngineError("poisson_sampling=False needs a loader with batch_size and dataset")
+        warnings.warn(
+            "poisson_sampling=False: batches are not Poisson-sampled, so the reported ε is NOT a "
+            "valid guarantee for this run (engine.epsilon_valid is False)",
+            PrivacyWarning,
+            stacklevel=3,
+        )
+        self.epsilon_valid = False
+        self.sample_rate = batch_size / len(dataset)
+        self.expected_batch_size = float(batch_size)
+        return data_loader
+
+    def make_private_with_epsilon(
+        self,
+        *,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data_loader: Any,
+        target_epsilon: float,
+        target_delta: float,
+        epochs: int,
+        max_grad_norm: float,
+        **kwargs: Any,
+    ) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
+        """Calibrate σ so that ``epochs`` epochs spend at most (ε, δ), and stop at the budget.
+
+        Args:
+            target_epsilon: ε the whole run may spend; training stops before exceeding it.
+            target_delta: δ of the guarantee.
+            epochs: planned epochs; steps = epochs · (1/q).
+            max_grad_norm: C.
+            **kwargs: the other arguments of :meth:`make_private`.
+        """
+        if epochs < 1:
+            raise InvalidParameterError(f"epochs must be ≥ 1, got {epochs}")
+        self.make_private(
+            module=module,
+            optimizer=optimizer,
+            data_loader=data_loader,
+            noise_multiplier=1.0,
+            max_grad_norm=max_grad_norm,
+            **kwargs,
+        )
+        steps = epochs * max(1, round(1 / self.sample_rate))
+        calibration = calibrate_noise_multiplier(
+            target_epsilon=target_epsilon,
+            delta=target_delta,
+            sample_rate=self.sample_rate,
+            steps=steps,
+            accountant=self.accountant.mechanism,
+        )
+        self.noise_multiplier = calibration.noise_multiplier
+        self.set_budget(target_epsilon=target_epsilon, target_delta=target_delta)
+        return module, optimizer, self.data_loader
+
+    def set_budget(self, *, target_epsilon: float, target_delta: float) -> None:
+        """Stop training before the first step that would make ε(δ) exceed ``target_epsilon``."""
+        self.target_epsilon, self.target_delta = target_epsilon, target_delta
+        self._update_limit()
+
+    def _update_limit(self) -> None:
+        if self.target_epsilon is None or self.target_delta is None or self.noise_multiplier == 0:
+            self._step_limit = None if self.target_epsilon is None else self.accountant.steps
+            return
+        more = max_steps_within_budget(
+            target_epsilon=self.target_epsilon,
+            delta=self.target_delta,
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            prior=self.accountant.history,
+            accountant=self.accountant.mechanism,
+        )
+        self._step_limit = self.accountant.steps + more
+
+    # -- stepping -----------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        """Logical steps taken (and accounted), including those before a resume."""
+        return self.accountant.steps
+
+    @property
+    def budget_exhausted(self) -> bool:
+        """True when the next step would exceed the target ε (never true without a budget)."""
+        return self._step_limit is not None and self.accountant.steps >= self._step_limit
+
+    def get_epsilon(self, delta: float) -> float:
+        """ε(δ) spent so far (per unit); see :attr:`epsilon_valid`."""
+        if not self.epsilon_valid:
+            warnings.warn(
+                "ε is not valid: this run did not use Poisson sampling",
+                PrivacyWarning,
+                stacklevel=2,
+            )
+        return self.accountant.get_epsilon(delta)
+
+    def _require(self) -> tuple[nn.Module, torch.optim.Optimizer, GradClipper, NoiseSource]:
+        if self.module is None or self.optimizer is None or self.clipper is None:
+            raise EngineError("call make_private first")
+        assert self.noise is not None  # noqa: S101 - set together with the clipper
+        return self.module, self.optimizer, self.clipper, self.noise
+
+    def step(self, batch: Any, loss_fn: LossFn | None = None) -> StepResult:
+        """One DP-SGD step on a logical batch: clip, noise, ``optimizer.step()``, account.
+
+        Args:
+            batch: a logical batch from the returned loader (dict of batch-first tensors).
+            loss_fn: ``loss_fn(model, batch) -> (B,)`` per-example losses; default: causal-LM
+                mean over each example's target tokens (labels -100 ignored).
+
+        Returns:
+            The :class:`StepResult`; ``stopped`` if the budget is spent (nothing happens then).
+        """
+        _, optimizer, clipper, _ = self._require()
+        if self.budget_exhausted:
+            return StepResult(loss=math.nan, num_units=0, num_examples=0, stopped=True)
+        result = self.privatize_gradients(batch, loss_fn)
+        optimizer.step()
+        for p in clipper.params:
+            p.grad = None
+        return result
+
+    def _units(self, batch: Any, size: int) -> tuple[Tensor, int]:
+        unit_index = getattr(batch, "unit_index", None)
+        if unit_index is None or self.privacy_unit == "example":
+            if self.privacy_unit == "user":
+                raise EngineError("privacy_unit='user' needs batches from the engine's loader")
+            return torch.arange(size), size
+        return unit_index, int(getattr(batch, "num_units", 0))
+
+    def privatize_gradients(self, batch: Any, loss_fn: LossFn | None = None) -> StepResult:
+        """Set every trainable ``p.grad`` to the noised, averaged clipped sum, and account.
+
+        The hook point for trainers that own the optimizer step (e.g. a Hugging Face ``Trainer``):
+        call this instead of ``loss.backward()``, then ``optimizer.step()``. Exactly one
+        accountant step is recorded per call, even for an empty batch.
+        """
+        module, _, clipper, noise = self._require()
+        loss_fn = loss_fn or causal_lm_loss
+        first = next(iter(batch.values())) if len(batch) else None
+        size = first.shape[0] if isinstance(first, Tensor) else 0
+        unit_index, num_units = self._units(batch, size)
+        clipper.reset()
+        unit_losses = torch.zeros(num_units, dtype=torch.float64)
+        for start, stop in micro_batches(unit_index, self.max_physical_batch_size):
+            micro = slice_batch(batch, start, stop, size)
+            local = unit_index[start:stop] - unit_index[start]
+            clipper.begin(stop - start)
+            try:
+                losses = loss_fn(module, micro)
+                if losses.shape != (stop - start,):
+                    raise EngineError(
+                        f"loss_fn must return shape ({stop - start},), got "
+                        f"{tuple(losses.shape)}"
+                    )
+                losses.sum().backward()  # type: ignore[no-untyped-call]
+            finally:
+                clipper.end()
+            by_unit = None if self.privacy_unit == "example" else local.to(losses.device)
+            with torch.autocast(losses.device.type, enabled=False):
+                clipper.clip_and_accumulate(by_unit, int(local[-1]) + 1)
+            per_unit = torch.zeros(int(local[-1]) + 1, dtype=torch.float64)
+            per_unit.index_add_(0, local, losses.detach().double().cpu())
+            counts = torch.bincount(local).double()
+            unit_losses[unit_index[start] : unit_index[start] + len(counts)] = per_unit / counts
+        self._add_noise_and_scale(clipper, noise)
+        self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+        loss = float(unit_losses.mean()) if num_units else math.nan
+        return StepResult(loss=loss, num_units=num_units, num_examples=size)
+
+    def _add_noise_and_scale(self, clipper: GradClipper, noise: NoiseSource) -> None:
+        std = self.noise_multiplier * self.max_grad_norm
+        with torch.no_grad():
+            for p in clipper.params:
+                total = clipper.summed[p]
+                if std > 0:
+                    total = total + noise.gaussian(total, std=std)
+                p.grad = (total / self.expected_batch_size).to(p.dtype)
+        clipper.summed = {}
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(
+        self, path: str | os.PathLike[str], *, module: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """Write model, optimizer, accountant, sampler and noise RNG state to ``path``."""
+        save_engine_checkpoint(self, path, module=module, optimizer=optimizer)
+
+    def load_checkpoint(
+        self, path: str | os.PathLike[str], *, module: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """Restore :meth:`save_checkpoint` into an engine set up with the same σ, C, q and unit.
+
+        Raises:
+            CheckpointError: missing file, or written by a run with other DP parameters.
+        """
+        load_engine_checkpoint(self, path, module=module, optimizer=optimizer)
+        self._update_limit()
+
+    @property
+    def poisson_loader(self) -> PoissonDataLoader | None:
+        """The engine's Poisson loader, or None when ``poisson_sampling=False``."""
+        return self.data_loader if isinstance(self.data_loader, PoissonDataLoader) else None

@@ -1,0 +1,215 @@
+"""Poisson sampling of examples or users into logical batches.
+
+Each logical step, every unit (an example, or a user with all its examples) joins independently
+with probability q; the batch size is therefore random, possibly zero, and that is exactly the
+subsampled Gaussian mechanism the accountant composes. Fixed-size shuffled batches are *not* this
+mechanism, which is why the engine refuses loaders it cannot re-sample this way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from privacy_finetuner.errors import InvalidParameterError, SamplingError
+
+__all__ = [
+    "PoissonBatch",
+    "PoissonDataLoader",
+    "group_units",
+    "make_poisson_loader",
+    "secure_generator",
+]
+
+
+def secure_generator() -> torch.Generator:
+    """A fresh generator seeded from the OS CSPRNG (``os.urandom``), for secure mode."""
+    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+
+
+class PoissonBatch(dict[str, Any]):
+    """A collated logical batch plus which sampled unit each example belongs to.
+
+    Attributes:
+        unit_index: (B,) long tensor, example → unit position ``0..num_units-1``; a unit's
+            examples are contiguous.
+        num_units: number of sampled units (users or examples) in this batch.
+    """
+
+    unit_index: Tensor
+    num_units: int
+
+
+def group_units(user_ids: Sequence[Hashable]) -> list[list[int]]:
+    """Dataset indices grouped by user id, in order of first appearance."""
+    groups: dict[Hashable, list[int]] = {}
+    for index, uid in enumerate(user_ids):
+        groups.setdefault(uid, []).append(index)
+    return list(groups.values())
+
+
+class PoissonDataLoader:
+    """Yields Poisson-sampled logical batches collated by the original loader's ``collate_fn``.
+
+    Args:
+        dataset: a map-style dataset.
+        collate_fn: turns a list of items into a batch dict of tensors.
+        units: dataset indices of each unit (one per example, or one list per user).
+        sample_rate: q, each unit's inclusion probability per logical batch.
+        max_examples_per_user: cap on a sampled unit's examples (chosen at random); None = all.
+        generator: the sampler's RNG (checkpointed); ignored in secure mode.
+        secure_mode: reseed from the OS CSPRNG for every batch.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        *,
+        collate_fn: Callable[[list[Any]], Any],
+        units: list[list[int]],
+        sample_rate: float,
+        max_examples_per_user: int | None = None,
+        generator: torch.Generator,
+        secure_mode: bool = False,
+    ) -> None:
+        if not 0 < sample_rate <= 1:
+            raise InvalidParameterError(
+                f"sample rate q = batch_size / units = {sample_rate:g} must be in (0, 1]"
+            )
+        if max_examples_per_user is not None and max_examples_per_user < 1:
+            raise InvalidParameterError("max_examples_per_user must be ≥ 1")
+        if not units:
+            raise SamplingError("the data set is empty")
+        self.dataset = dataset
+        self.collate_fn = collate_fn
+        self.units = units
+        self.sample_rate = sample_rate
+        self.max_examples_per_user = max_examples_per_user
+        self.generator = generator
+        self.secure_mode = secure_mode
+        self._empty: Any = None
+
+    @property
+    def num_units(self) -> int:
+        """N, the number of units (examples or users) sampling draws from."""
+        return len(self.units)
+
+    def __len__(self) -> int:
+        """Logical batches per epoch: 1/q (at least one)."""
+        return max(1, round(1 / self.sample_rate))
+
+    def __iter__(self) -> Iterator[PoissonBatch]:
+        for _ in range(len(self)):
+            yield self.sample()
+
+    def _empty_batch(self) -> Any:
+        if self._empty is None:
+            template = self.collate_fn([self.dataset[self.units[0][0]]])
+            if not isinstance(template, dict):
+                raise SamplingError("collate_fn must return a dict of tensors")
+            self._empty = {k: v[:0] if isinstance(v, Tensor) else [] for k, v in template.items()}
+        return dict(self._empty)
+
+    def sample(self) -> PoissonBatch:
+        """Draw one logical batch (units join independently with probability q)."""
+        gen = secure_generator() if self.secure_mode else self.generator
+        joined = torch.rand(len(self.units), generator=gen) < self.sample_rate
+        indices: list[int] = []
+        owner: list[int] = []
+        for position, unit in enumerate(joined.nonzero().flatten().tolist()):
+            members = self.units[unit]
+            cap = self.max_examples_per_user
+            if cap is not None and len(members) > cap:
+                keep = torch.randperm(len(members), generator=gen)[:cap].sort().values
+                members = [members[k] for k in keep.tolist()]
+            indices.extend(members)
+            owner.extend([position] * len(members))
+        if indices:
+            collated = self.collate_fn([self.dataset[i] for i in indices])
+            if not isinstance(collated, dict):
+                raise SamplingError("collate_fn must return a dict of tensors")
+        else:
+            collated = self._empty_batch()
+        batch = PoissonBatch(collated)
+        batch.unit_index = torch.tensor(owner, dtype=torch.long)
+        batch.num_units = int(joined.sum())
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler RNG state, so a resumed run draws the same batches."""
+        return {"generator": self.generator.get_state(), "sample_rate": self.sample_rate}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.generator.set_state(state["generator"])
+
+
+def _is_plain_loader(loader: Any) -> bool:
+    """A torch DataLoader over a map-style dataset with the stock samplers and a batch size."""
+    from torch.utils.data import (
+        BatchSampler,
+        DataLoader,
+        IterableDataset,
+        RandomSampler,
+        SequentialSampler,
+    )
+
+    return (
+        isinstance(loader, DataLoader)
+        and not isinstance(loader.dataset, IterableDataset)
+        and loader.batch_size is not None
+        and type(loader.batch_sampler) is BatchSampler
+        and type(loader.sampler) in (RandomSampler, SequentialSampler)
+    )
+
+
+def make_poisson_loader(
+    data_loader: Any,
+    *,
+    user_ids: Sequence[Hashable] | None,
+    by_user: bool,
+    max_examples_per_user: int | None,
+    generator: torch.Generator,
+    secure_mode: bool,
+) -> PoissonDataLoader:
+    """Re-sample a stock DataLoader with Poisson sampling at q = batch_size / number of units.
+
+    Raises:
+        SamplingError: the loader cannot be re-sampled (custom sampler or batch sampler, an
+            iterable data set, not a DataLoader), or user ids are missing for per-user privacy.
+    """
+    if isinstance(data_loader, PoissonDataLoader):
+        return data_loader
+    if not _is_plain_loader(data_loader):
+        raise SamplingError(
+            f"{type(data_loader).__name__} is not a DataLoader with a batch size and the stock "
+            "random/sequential sampler, so it cannot be re-sampled with Poisson sampling, and the "
+            "accountant's ε only holds for Poisson sampling; pass a plain DataLoader, or "
+            "poisson_sampling=False to train anyway with an ε that is not valid"
+        )
+    dataset = data_loader.dataset
+    if by_user:
+        ids = user_ids if user_ids is not None else getattr(dataset, "user_ids", None)
+        if ids is None:
+            raise SamplingError(
+                "privacy_unit='user' needs user_ids (one per example) or dataset.user_ids"
+            )
+        if len(ids) != len(dataset):
+            raise SamplingError(f"{len(ids)} user ids for {len(dataset)} examples")
+        units = group_units(ids)
+    else:
+        units = [[i] for i in range(len(dataset))]
+    return PoissonDataLoader(
+        dataset,
+        collate_fn=data_loader.collate_fn,
+        units=units,
+        sample_rate=data_loader.batch_size / len(units),
+        max_examples_per_user=max_examples_per_user if by_user else None,
+        generator=generator,
+        secure_mode=secure_mode,
+    )
