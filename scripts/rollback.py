@@ -97,8 +97,18 @@ class Kubectl:
     ) -> None:
         self.namespace = namespace
         self._runner = runner
-        self._base = [kubectl, *(["--context", context] if context else []), "-n", namespace]
+        self._kubectl = [kubectl, *(["--context", context] if context else [])]
+        self._base = [*self._kubectl, "-n", namespace]
         self._echo = echo
+
+    def kustomize(self, directory: Path) -> str:
+        """Render a kustomization locally (no cluster access)."""
+        result = self._runner([*self._kubectl, "kustomize", str(directory)], None)
+        if result.returncode != 0:
+            raise DeployError(
+                f"kubectl kustomize {directory} failed: {result.stderr.strip()[-2000:]}"
+            )
+        return result.stdout
 
     def run(self, *args: str, stdin: str | None = None) -> str:
         argv = [*self._base, *args]
