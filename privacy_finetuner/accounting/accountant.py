@@ -59,7 +59,9 @@ class PrivacyAccountant:
         """ε(δ) spent so far (0 before any step, ∞ if a step had σ = 0)."""
         key = (len(self._history), self.steps, delta)
         if key not in self._cache:
-            self._cache[key] = compute_epsilon(self._history, delta=delta, accountant=self.mechanism)
+            self._cache[key] = compute_epsilon(
+                self._history, delta=delta, accountant=self.mechanism
+            )
         return self._cache[key]
 
     def state_dict(self) -> dict[str, Any]:

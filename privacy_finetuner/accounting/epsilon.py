@@ -83,9 +83,7 @@ def segments_to_event(segments: Iterable[DpSegment]) -> dp_accounting.DpEvent:
     return dp_accounting.ComposedDpEvent(events)
 
 
-def _make_accountant(
-    accountant: str, pld_discretization: float
-) -> dp_accounting.PrivacyAccountant:
+def _make_accountant(accountant: str, pld_discretization: float) -> dp_accounting.PrivacyAccountant:
     if accountant == "pld":
         return pld_privacy_accountant.PLDAccountant(
             value_discretization_interval=pld_discretization

@@ -16,17 +16,23 @@ from privacy_finetuner.errors import InvalidParameterError
 
 
 @pytest.mark.parametrize("accountant", ["pld", "rdp"])
-@pytest.mark.parametrize(("target", "q", "steps"), [(3.0, 0.01, 1000), (8.0, 0.05, 300), (1.0, 0.002, 2000)])
+@pytest.mark.parametrize(
+    ("target", "q", "steps"), [(3.0, 0.01, 1000), (8.0, 0.05, 300), (1.0, 0.002, 2000)]
+)
 def test_round_trip_and_minimality(accountant: str, target: float, q: float, steps: int) -> None:
     result = calibrate_noise_multiplier(
         target_epsilon=target, delta=1e-5, sample_rate=q, steps=steps, accountant=accountant
     )
-    eps = compute_epsilon([DpSegment(result.noise_multiplier, q, steps)], delta=1e-5, accountant=accountant)
+    eps = compute_epsilon(
+        [DpSegment(result.noise_multiplier, q, steps)], delta=1e-5, accountant=accountant
+    )
     assert eps == pytest.approx(result.epsilon, rel=1e-12)
     assert eps <= target
     # Minimal to 1e-3 relative: 0.1% less noise already overspends.
     smaller = compute_epsilon(
-        [DpSegment(result.noise_multiplier * (1 - 1e-3), q, steps)], delta=1e-5, accountant=accountant
+        [DpSegment(result.noise_multiplier * (1 - 1e-3), q, steps)],
+        delta=1e-5,
+        accountant=accountant,
     )
     assert smaller > target
 
@@ -62,6 +68,11 @@ def test_max_steps_counts_prior_spending() -> None:
         target_epsilon=2.0, delta=1e-5, noise_multiplier=1.0, sample_rate=0.02, accountant="rdp"
     )
     after = max_steps_within_budget(
-        target_epsilon=2.0, delta=1e-5, noise_multiplier=1.0, sample_rate=0.02, prior=prior, accountant="rdp"
+        target_epsilon=2.0,
+        delta=1e-5,
+        noise_multiplier=1.0,
+        sample_rate=0.02,
+        prior=prior,
+        accountant="rdp",
     )
     assert after == fresh - 100

@@ -55,7 +55,10 @@ def test_opacus_published_value_within_rdp_slack() -> None:
 
 def _gaussian_delta(eps: float, sigma: float) -> float:
     """Exact δ(ε) of the Gaussian mechanism with sensitivity 1 (Balle & Wang 2018)."""
-    return float(norm.cdf(1 / (2 * sigma) - eps * sigma) - math.exp(eps) * norm.cdf(-1 / (2 * sigma) - eps * sigma))
+    return float(
+        norm.cdf(1 / (2 * sigma) - eps * sigma)
+        - math.exp(eps) * norm.cdf(-1 / (2 * sigma) - eps * sigma)
+    )
 
 
 @pytest.mark.parametrize("sigma", [0.7, 1.0, 2.0, 5.0])

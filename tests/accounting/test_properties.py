@@ -21,7 +21,9 @@ def _eps(sigma: float, q: float, n: int, accountant: str) -> float:
 
 @settings(max_examples=25, deadline=None)
 @given(sigma=sigmas, q=rates, n=steps, extra=st.integers(1, 500), accountant=accountants)
-def test_epsilon_grows_with_steps(sigma: float, q: float, n: int, extra: int, accountant: str) -> None:
+def test_epsilon_grows_with_steps(
+    sigma: float, q: float, n: int, extra: int, accountant: str
+) -> None:
     assert _eps(sigma, q, n + extra, accountant) >= _eps(sigma, q, n, accountant) - 1e-9
 
 
