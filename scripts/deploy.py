@@ -3,11 +3,12 @@
 
 Steps, each a subcommand that .github/workflows/deploy.yml calls in order:
 
-``stage``    render ``deploy/k8s/overlays/ENV`` (kubectl kustomize), keep the live slot on the
-             image it runs, put the new image on the other (preview) slot and the worker, apply,
-             wait for the rollouts, then check ``/healthz`` and ``/readyz`` of the preview
-             Service through the Kubernetes API proxy.
-``promote``  ``--strategy blue-green``: switch the live Service to the preview slot.
+``stage``    render ``deploy/k8s/overlays/ENV`` (kubectl kustomize), keep the live slot and the
+             worker on the image they run, put the new image on the other (preview) slot, apply,
+             wait for the rollout, then check ``/healthz`` and ``/readyz`` of the preview
+             Service through the Kubernetes API proxy. Nothing live changes.
+``promote``  ``--strategy blue-green``: switch the live Service to the preview slot, then move
+             the worker to the new image (its previous image kept in an annotation).
              ``--strategy canary``: set the canary Ingress weight 5 -> 10 -> 25 -> 50 -> 100,
              checking the new slot's error rate and p95 latency in Prometheus after each step
              (abort: weight back to 0, exit 1), then switch the live Service and reset the weight.
@@ -83,9 +84,11 @@ def prepare_manifests(
     live_slot: str | None,
     live_image: str | None,
     new_image: str,
+    worker_image: str | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """Set images and selectors so that applying changes only the preview slot.
 
+    The live slot keeps ``live_image`` and the worker ``worker_image`` (when they exist).
     First deploy (no live slot): the new image goes to blue, which becomes live at once.
     Returns the documents and the slot that now carries ``new_image``.
     """
@@ -96,8 +99,11 @@ def prepare_manifests(
         doc = json.loads(json.dumps(original))
         kind, name = doc.get("kind"), doc.get("metadata", {}).get("name", "")
         if kind == "Deployment":
-            keep = live_slot is not None and name == deployment_name(live_slot)
-            image = (live_image or new_image) if keep else new_image
+            image = new_image
+            if live_slot is not None and name == deployment_name(live_slot):
+                image = live_image or new_image
+            elif name == WORKER_DEPLOYMENT:
+                image = worker_image or new_image
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 if container["name"] in (API_CONTAINER, WORKER_CONTAINER):
                     container["image"] = image
@@ -268,7 +274,9 @@ def stage(
     }
     try:
         secret = secret_manifest(kube.namespace, env)
-        docs, target = prepare_manifests(render_overlay(kube, environment), live, live_image, image)
+        docs, target = prepare_manifests(
+            render_overlay(kube, environment), live, live_image, image, previous_worker
+        )
         entry["slot"] = target
         namespaces = [d for d in docs if d.get("kind") == "Namespace"]
         if namespaces:  # the Secret needs its namespace on a first deploy
@@ -279,12 +287,7 @@ def stage(
         elif kube.get("secret", SECRET_NAME) is None:
             raise DeployError("DATABASE_URL and REDIS_URL must be set: the Secret does not exist")
         kube.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
-        if previous_worker and previous_worker != image:
-            kube.annotate(
-                "deployment", WORKER_DEPLOYMENT, PREVIOUS_IMAGE_ANNOTATION, previous_worker
-            )
         kube.rollout_status(deployment_name(target), rollout_timeout_s)
-        kube.rollout_status(WORKER_DEPLOYMENT, rollout_timeout_s)
         check_preview(kube, sleep=sleep)
     except DeployError as exc:
         log.append({**entry, "status": "failed", "error": str(exc)})
@@ -303,32 +306,36 @@ def _preview_slot(kube: Kubectl, image: str) -> str:
     return slot
 
 
+def update_worker(kube: Kubectl, image: str, rollout_timeout_s: int = 600) -> str | None:
+    """Move the worker to ``image``; its old image goes to an annotation for rollback.py."""
+    previous = kube.container_image(WORKER_DEPLOYMENT, WORKER_CONTAINER)
+    if previous is None or previous == image:
+        return None
+    kube.annotate("deployment", WORKER_DEPLOYMENT, PREVIOUS_IMAGE_ANNOTATION, previous)
+    kube.set_image(WORKER_DEPLOYMENT, WORKER_CONTAINER, image)
+    kube.rollout_status(WORKER_DEPLOYMENT, rollout_timeout_s)
+    return previous
+
+
 def switch(kube: Kubectl, log: DeploymentLog, environment: str, image: str) -> str:
-    """Blue-green: the live Service to the preview slot (already staged with ``image``)."""
+    """Blue-green: the live Service to the preview slot (staged with ``image``), then the
+    worker to ``image``."""
     live = kube.service_slot(LIVE_SERVICE)
     target = _preview_slot(kube, image)
-    if live == target:
-        log.append(
-            {
-                "environment": environment,
-                "action": "switch",
-                "status": "noop",
-                "slot": target,
-                "image": image,
-            }
-        )
-        return target
-    kube.set_service_slot(LIVE_SERVICE, target)
-    kube.set_service_slot(PREVIEW_SERVICE, live or other_slot(target))
+    if live != target:
+        kube.set_service_slot(LIVE_SERVICE, target)
+        kube.set_service_slot(PREVIEW_SERVICE, live or other_slot(target))
     kube.set_canary_weight(0)
+    previous_worker = update_worker(kube, image)
     log.append(
         {
             "environment": environment,
             "action": "switch",
-            "status": "ok",
+            "status": "ok" if live != target else "noop",
             "from_slot": live,
             "slot": target,
             "image": image,
+            "previous_worker_image": previous_worker,
         }
     )
     return target

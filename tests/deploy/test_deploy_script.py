@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from fake_kubectl import FakeCluster
 import deploy
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl (kustomize) absent"
+    shutil.which("kubectl") is None and not os.environ.get("PF_REQUIRE_SERVICES"),
+    reason="kubectl (kustomize) absent and PF_REQUIRE_SERVICES unset",
 )
 
 SECRETS = {"DATABASE_URL": "postgresql://u:s3cret@db/pf", "REDIS_URL": "redis://:pw@redis:6379/0"}
@@ -36,11 +38,9 @@ def test_stage_puts_new_image_on_preview_slot_only(log_path: Path) -> None:
     assert slot == "green"
     assert cluster.image("privacy-finetuner-api-green") == "img:v2"
     assert cluster.image("privacy-finetuner-api-blue") == "img:v1"
-    assert cluster.image("privacy-finetuner-worker") == "img:v2"
+    assert cluster.image("privacy-finetuner-worker") == "img:v1"  # moves on switch
     assert cluster.slot("privacy-finetuner-api") == "blue"
     assert cluster.slot("privacy-finetuner-api-preview") == "green"
-    worker = cluster.obj("deployment", "privacy-finetuner-worker")
-    assert worker["metadata"]["annotations"][rollback.PREVIOUS_IMAGE_ANNOTATION] == "img:v1"
     assert any(
         "/services/privacy-finetuner-api-preview:http/proxy/readyz" in " ".join(c)
         for c in cluster.calls
@@ -90,8 +90,12 @@ def test_blue_green_switch_and_rollback_round_trip(log_path: Path) -> None:
     log = rollback.DeploymentLog(log_path)
     assert deploy.switch(kube(cluster), log, "production", "img:v2") == "green"
     assert cluster.slot("privacy-finetuner-api") == "green"
+    assert cluster.image("privacy-finetuner-worker") == "img:v2"
+    worker = cluster.obj("deployment", "privacy-finetuner-worker")
+    assert worker["metadata"]["annotations"][rollback.PREVIOUS_IMAGE_ANNOTATION] == "img:v1"
     rollback.rollback(kube(cluster), log, "production", "drill")
     assert cluster.slot("privacy-finetuner-api") == "blue"
+    assert cluster.image("privacy-finetuner-worker") == "img:v1"
     assert [e["action"] for e in log.entries()] == ["switch", "rollback"]
 
 
@@ -214,7 +218,14 @@ def test_prepare_manifests_keeps_live_slot_image() -> None:
         }
         for s in ("blue", "green")
     ]
-    out, target = deploy.prepare_manifests(docs, "green", "img:old", "img:new")
+    docs.append(
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "privacy-finetuner-worker"},
+            "spec": {"template": {"spec": {"containers": [{"name": "worker", "image": "x"}]}}},
+        }
+    )
+    out, target = deploy.prepare_manifests(docs, "green", "img:old", "img:new", "img:w-old")
     assert target == "blue"
     images = {
         d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"] for d in out
@@ -222,6 +233,7 @@ def test_prepare_manifests_keeps_live_slot_image() -> None:
     assert images == {
         "privacy-finetuner-api-blue": "img:new",
         "privacy-finetuner-api-green": "img:old",
+        "privacy-finetuner-worker": "img:w-old",
     }
     assert docs[0]["spec"]["template"]["spec"]["containers"][0]["image"] == "x"  # input untouched
 
