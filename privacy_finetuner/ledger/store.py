@@ -313,6 +313,7 @@ class Ledger:
                     )
             if refusal is None:
                 job.charged = add_counts(job.charged, step)
+                job.steps_done = job.steps_done + segment.steps
                 job.noise_multiplier = segment.noise_multiplier
                 job.sample_rate = segment.sample_rate
                 ds.charged = add_counts(ds.charged, step)
@@ -328,10 +329,12 @@ class Ledger:
         error: str | None = None,
         result: dict[str, Any] | None = None,
         report_path: str | None = None,
+        expect_state: str | None = None,
     ) -> Job:
         """End a job (succeeded, failed or cancelled) and release its unspent reservation.
 
-        Idempotent: finishing a finished job returns it unchanged.
+        Idempotent: finishing a finished job returns it unchanged; with ``expect_state`` the job
+        is only finished if it is still in that state.
         """
         if state not in TERMINAL_STATES:
             raise LedgerError(f"not a terminal state: {state!r}")
@@ -341,7 +344,7 @@ class Ledger:
                 raise NotFoundError(f"job {job_id!r} not found")
             ds = self._lock(session, job.dataset_id, None)
             session.refresh(job)
-            if not job.active:
+            if not job.active or (expect_state is not None and job.state != expect_state):
                 return job
             released = subtract_counts(_planned(job), job.charged)
             job.active = False

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from privacy_finetuner.accounting import DpSegment
+from privacy_finetuner.errors import PrivacyFinetunerError
 from privacy_finetuner.ledger.budget import add_counts, counts_from_segments
 from privacy_finetuner.ledger.chain import GENESIS_HASH, entry_hash
 from privacy_finetuner.ledger.db import Database
@@ -42,6 +43,32 @@ class VerifyResult:
         }
 
 
+def _accumulate(
+    entry: LedgerEntry,
+    ds: Dataset,
+    charged: dict[str, int],
+    job_charged: dict[str, dict[str, int]],
+    reserved: dict[str, dict[str, int]],
+    problems: list[str],
+) -> None:
+    if entry.seq == 1 and entry.kind == "register":
+        pinned = {k: v for k, v in entry.payload.items() if k != "actor"}
+        if pinned != registration_payload(ds):
+            problems.append(
+                f"data set {ds.id}: budget or identity differs from its registration entry"
+            )
+    elif entry.kind == "charge" and entry.job_id is not None:
+        step = counts_from_segments([DpSegment.from_dict(entry.payload["segment"])])
+        for key, steps in step.items():
+            charged[key] = charged.get(key, 0) + steps
+            per_job = job_charged.setdefault(entry.job_id, {})
+            per_job[key] = per_job.get(key, 0) + steps
+    elif entry.kind == "reserve" and entry.job_id is not None:
+        reserved[entry.job_id] = counts_from_segments(
+            DpSegment.from_dict(d) for d in entry.payload["planned"]
+        )
+
+
 def _check_dataset(ds: Dataset, entries: list[LedgerEntry], jobs: list[Job]) -> list[str]:
     problems: list[str] = []
     where = f"data set {ds.id}"
@@ -68,18 +95,10 @@ def _check_dataset(ds: Dataset, entries: list[LedgerEntry], jobs: list[Job]) -> 
         if digest != entry.hash:
             problems.append(f"{where}: entry #{entry.seq} ({entry.kind}) was modified")
         prev = entry.hash
-        if entry.seq == 1 and entry.kind == "register":
-            pinned = {k: v for k, v in entry.payload.items() if k != "actor"}
-            if pinned != registration_payload(ds):
-                problems.append(f"{where}: budget or identity differs from its registration entry")
-        elif entry.kind == "charge" and entry.job_id is not None:
-            step = counts_from_segments([DpSegment.from_dict(entry.payload["segment"])])
-            charged = add_counts(charged, step)
-            job_charged[entry.job_id] = add_counts(job_charged.get(entry.job_id, {}), step)
-        elif entry.kind == "reserve" and entry.job_id is not None:
-            reserved[entry.job_id] = counts_from_segments(
-                DpSegment.from_dict(d) for d in entry.payload["planned"]
-            )
+        try:
+            _accumulate(entry, ds, charged, job_charged, reserved, problems)
+        except (KeyError, TypeError, ValueError, PrivacyFinetunerError):
+            problems.append(f"{where}: entry #{entry.seq} ({entry.kind}) has a malformed payload")
     if not entries or entries[0].kind != "register":
         problems.append(f"{where}: registration entry missing")
     if len(entries) != ds.entry_count or (entries and entries[-1].seq != ds.entry_count):

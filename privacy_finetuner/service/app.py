@@ -1,0 +1,156 @@
+"""The FastAPI application factory: ``create_app(settings)``.
+
+``uvicorn --factory privacy_finetuner.service.app:create_app_from_env`` (what ``privacy-finetuner
+serve`` runs) reads :class:`~privacy_finetuner.service.settings.Settings` from the environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from privacy_finetuner._version import __version__
+from privacy_finetuner.errors import (
+    AuthError,
+    BudgetExceededError,
+    ConfigError,
+    NotFoundError,
+    PrivacyFinetunerError,
+)
+from privacy_finetuner.ledger.db import Database
+from privacy_finetuner.ledger.store import Ledger
+from privacy_finetuner.service.deps import AppContext
+from privacy_finetuner.service.jobspec import load_base_config
+from privacy_finetuner.service.logs import configure_logging
+from privacy_finetuner.service.metrics import ServiceMetrics
+from privacy_finetuner.service.middleware import ServiceMiddleware
+from privacy_finetuner.service.migrate import upgrade_database
+from privacy_finetuner.service.routes import admin, datasets, health, jobs, protect
+from privacy_finetuner.service.runner import Runner, make_runner
+from privacy_finetuner.service.security import FailureLimiter, KeyStore
+from privacy_finetuner.service.settings import Settings
+
+__all__ = ["create_app", "create_app_from_env"]
+
+_log = logging.getLogger("privacy_finetuner.service")
+_UNSET: Any = object()
+
+
+def _load_guard(strategies: list[str]) -> Any:
+    try:
+        guard_module = importlib.import_module("privacy_finetuner.guard")
+        context_guard = guard_module.ContextGuard
+    except (ImportError, AttributeError):
+        _log.warning("privacy_finetuner.guard not importable; /v1/guard/protect answers 503")
+        return None
+    return context_guard(strategies=strategies)
+
+
+def _init_sentry(settings: Settings) -> None:
+    if settings.sentry_dsn is None:
+        return
+    if importlib.util.find_spec("sentry_sdk") is None:
+        _log.warning("SENTRY_DSN is set but sentry_sdk is not installed; errors are not reported")
+        return
+    sentry_sdk: Any = importlib.import_module("sentry_sdk")
+
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn.get_secret_value(),
+        send_default_pii=False,
+        traces_sample_rate=0.0,
+        release=f"privacy-finetuner@{__version__}",
+    )
+
+
+def _error_handlers(app: FastAPI) -> None:
+    statuses: list[tuple[type[PrivacyFinetunerError], int]] = [
+        (NotFoundError, 404),
+        (AuthError, 401),
+        (BudgetExceededError, 409),
+        (ConfigError, 422),
+    ]
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        for cls, status in statuses:
+            if isinstance(exc, cls):
+                return JSONResponse({"detail": str(exc)}, status_code=status)
+        _log.error("unhandled package error", exc_info=exc)
+        return JSONResponse(
+            {"detail": "internal error", "request_id": request.state.request_id}, status_code=500
+        )
+
+    app.add_exception_handler(PrivacyFinetunerError, handle)
+
+
+def create_app(
+    settings: Settings | None = None, *, runner: Runner | None = _UNSET, guard: Any = _UNSET
+) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: configuration; read from the environment when omitted.
+        runner: where accepted jobs go; default RQ when REDIS_URL is set, else in-process. Pass
+            None to only record jobs (tests).
+        guard: object with ``protect(text) -> .text``; default ``ContextGuard``.
+    """
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    _init_sentry(settings)
+    db = Database(settings.database_url, schema=settings.database_schema)
+    if settings.auto_migrate:
+        upgrade_database(db)
+    metrics = ServiceMetrics(db, noise_floor=settings.noise_multiplier_floor)
+    ctx = AppContext(
+        settings=settings,
+        db=db,
+        ledger=Ledger(db),
+        keys=KeyStore(db, cache_ttl_s=settings.key_cache_ttl_s),
+        limiter=FailureLimiter(
+            limit=settings.auth_failure_limit, window_s=settings.auth_failure_window_s
+        ),
+        metrics=metrics,
+        runner=make_runner(settings) if runner is _UNSET else runner,
+        guard=_load_guard(settings.guard_strategies) if guard is _UNSET else guard,
+        base_config=load_base_config(settings.privacy_config),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if ctx.runner is not None:
+            ctx.runner.start()
+        _log.info("service started")
+        yield
+        if ctx.runner is not None:
+            ctx.runner.shutdown()
+        db.dispose()
+
+    app = FastAPI(
+        title="privacy-finetuner",
+        version=__version__,
+        description="Differentially private fine-tuning as a service: data set privacy budgets "
+        "enforced by a hash-chained ledger, training jobs, and the context guard.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    for module in (health, datasets, jobs, protect, admin):
+        app.include_router(module.router)
+    _error_handlers(app)
+    app.add_middleware(
+        ServiceMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        log_requests=settings.log_requests,
+    )
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory``."""
+    return create_app(Settings())

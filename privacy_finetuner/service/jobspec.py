@@ -1,0 +1,112 @@
+"""A submitted job config: validated as the CLI validates it, then planned into DP segments.
+
+The plan (σ, q, steps) is what the ledger reserves at submission. When
+``privacy_finetuner.training.plan_job`` exists it is the single source of truth; until then this
+module derives the plan the way the trainer does: q = batch size / units in the training split,
+steps = ``max_steps`` or ⌈epochs / q⌉, σ = the fixed noise multiplier or the one calibrated to the
+target ε. Whatever the plan, the trainer charges the steps it actually takes before taking them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from privacy_finetuner.accounting import DpSegment, calibrate_noise_multiplier
+from privacy_finetuner.errors import ConfigError
+
+__all__ = ["JobPlan", "deep_merge", "plan_job", "validate_job_config"]
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The DP segments a job is expected to take, plus the parameters the ledger records."""
+
+    segments: list[DpSegment]
+    clip_norm: float
+    delta: float
+    privacy_unit: str
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` onto ``base``, recursing into nested dicts."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_base_config(path: Path | None) -> dict[str, Any]:
+    """The server's PRIVACY_CONFIG file as a dict (empty when unset)."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"PRIVACY_CONFIG {path}: cannot be read as YAML") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"PRIVACY_CONFIG {path}: must be a mapping")
+    return data
+
+
+def validate_job_config(raw: dict[str, Any], *, base: dict[str, Any] | None = None) -> Any:
+    """The ``JobConfig`` for ``raw`` merged onto ``base``.
+
+    Raises:
+        pydantic.ValidationError: the config does not validate (unknown keys, bad values).
+    """
+    from privacy_finetuner.config import JobConfig
+
+    return JobConfig.model_validate(deep_merge(base or {}, raw))
+
+
+def plan_job(config: Any, *, num_units: int | None = None) -> JobPlan:
+    """The planned DP segments of ``config`` (see module docstring).
+
+    Args:
+        config: a validated ``JobConfig``.
+        num_units: privacy units (examples or users) in the registered data set, if known.
+    """
+    privacy = config.privacy
+    try:
+        training_mod = importlib.import_module("privacy_finetuner.training")
+        external = getattr(training_mod, "plan_job", None)
+    except ImportError:
+        external = None
+    if external is not None:
+        segments = list(external(config))
+    else:
+        n = num_units
+        if n is None and config.data.path is None:
+            n = max(1, math.floor(config.data.synthetic.n * (1 - config.data.validation_split)))
+        if n is None:
+            raise ConfigError("the data set must be registered with num_units to plan this job")
+        q = min(1.0, config.training.batch_size / n)
+        if config.training.max_steps is not None:
+            steps = int(config.training.max_steps)
+        else:
+            steps = max(1, math.ceil(float(config.training.epochs or 1.0) / q))
+        sigma = privacy.noise_multiplier
+        if sigma is None:
+            sigma = calibrate_noise_multiplier(
+                target_epsilon=privacy.target_epsilon,
+                delta=privacy.delta,
+                sample_rate=q,
+                steps=steps,
+                accountant=privacy.accountant,
+            ).noise_multiplier
+        segments = [DpSegment(noise_multiplier=float(sigma), sample_rate=q, steps=steps)]
+    return JobPlan(
+        segments=segments,
+        clip_norm=float(privacy.max_grad_norm),
+        delta=float(privacy.delta),
+        privacy_unit=str(privacy.privacy_unit),
+    )

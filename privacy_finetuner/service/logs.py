@@ -1,0 +1,71 @@
+"""Structured JSON logs: one object per line, with the request id; secrets never logged.
+
+Only allow-listed ``extra`` fields are emitted (request id, method, route, status, duration, key
+id, job id, …), so a header, a body or an API key cannot reach the log by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Any
+
+__all__ = ["JsonFormatter", "configure_logging", "request_id_var"]
+
+request_id_var: ContextVar[str | None] = ContextVar("pf_request_id", default=None)
+
+_FIELDS = (
+    "request_id",
+    "method",
+    "route",
+    "path",
+    "status",
+    "duration_ms",
+    "key_id",
+    "tenant",
+    "job_id",
+    "dataset_id",
+    "action",
+    "client",
+    "state",
+    "worker",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """Render a record as one JSON object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None) or request_id_var.get()
+        if rid:
+            data["request_id"] = rid
+        for name in _FIELDS:
+            value = getattr(record, name, None)
+            if value is not None and name != "request_id":
+                data[name] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            data["error"] = record.exc_info[0].__name__
+        return json.dumps(data, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr for the ``privacy_finetuner`` loggers (idempotent)."""
+    import time
+
+    logger = logging.getLogger("privacy_finetuner")
+    logger.setLevel(level.upper())
+    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+        logger.propagate = False

@@ -1,0 +1,30 @@
+"""``POST /v1/guard/protect``: the context guard as a service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException
+
+from privacy_finetuner.service.deps import CtxDep, require
+from privacy_finetuner.service.schemas import ProtectRequest, ProtectResponse
+from privacy_finetuner.service.security import Principal
+
+router = APIRouter(prefix="/v1/guard", tags=["guard"])
+
+Guarded = Annotated[Principal, require("guard")]
+
+
+@router.post("/protect", response_model=ProtectResponse)
+def protect(body: ProtectRequest, ctx: CtxDep, who: Guarded) -> ProtectResponse:
+    """Replace personal data in ``text`` with the configured strategies (default: redact)."""
+    if len(body.text) > ctx.settings.max_guard_chars:
+        raise HTTPException(
+            status_code=413, detail=f"text longer than {ctx.settings.max_guard_chars} characters"
+        )
+    if ctx.guard is None:
+        raise HTTPException(status_code=503, detail="the context guard is not installed")
+    result = ctx.guard.protect(body.text)
+    findings = getattr(result, "findings", None)
+    count = len(findings) if isinstance(findings, (list, tuple)) else None
+    return ProtectResponse(text=result.text, findings=count)

@@ -1,0 +1,344 @@
+"""Running jobs: the executor shared by both runners, heartbeats, the reaper, and the runners.
+
+* :class:`InProcessRunner` — a thread pool in the server process (REDIS_URL unset, embedded mode).
+* :class:`RQRunner` — RQ on Redis; ``privacy-finetuner worker`` processes call :func:`rq_entry`.
+
+A job claims itself (``queued → running``) in one transaction, then a heartbeat thread stamps
+``heartbeat_at``. The reaper (in servers and workers) finds running jobs whose heartbeat is older
+than ``heartbeat_timeout_s``: it re-queues them for resumption while attempts remain, else marks
+them failed and releases their reservation. Steps are charged before they run, so a killed
+worker leaves the ledger over- (never under-) charged by at most the step in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+
+from privacy_finetuner.accounting import DpSegment
+from privacy_finetuner.errors import BudgetExceededError, ConfigError, LedgerError
+from privacy_finetuner.ledger.db import Database
+from privacy_finetuner.ledger.models import Job, utcnow
+from privacy_finetuner.ledger.store import Ledger
+from privacy_finetuner.service.settings import Settings
+
+__all__ = [
+    "InProcessRunner",
+    "JobContext",
+    "RQRunner",
+    "Runner",
+    "execute_job",
+    "make_runner",
+    "reap_stale_jobs",
+    "rq_entry",
+]
+
+_log = logging.getLogger("privacy_finetuner.service.runner")
+
+
+class Runner(Protocol):
+    """Where accepted jobs go."""
+
+    def submit(self, job_id: str) -> None: ...
+
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class JobContext:
+    """Settings, database and ledger of one process (created lazily, re-created after fork)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url, schema=settings.database_schema, pool_size=4)
+        self.ledger = Ledger(self.db)
+        self.pid = os.getpid()
+
+
+_CONTEXTS: dict[str, JobContext] = {}
+_CONTEXT_LOCK = threading.Lock()
+
+
+def context_for(settings: Settings) -> JobContext:
+    """The process-wide context for these settings."""
+    key = settings.model_dump_json()
+    with _CONTEXT_LOCK:
+        ctx = _CONTEXTS.get(key)
+        if ctx is None or ctx.pid != os.getpid():
+            ctx = JobContext(settings)
+            _CONTEXTS[key] = ctx
+        return ctx
+
+
+def load_job_function(path: str) -> Callable[..., Any]:
+    """Import ``module:function``."""
+    module_name, _, attr = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"job function {path!r} cannot be imported: {exc}") from exc
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, ctx: JobContext, job_id: str) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.ctx = ctx
+        self.job_id = job_id
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.ctx.settings.heartbeat_interval_s):
+            try:
+                with self.ctx.db.write_session() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id, Job.state == "running")
+                        .values(heartbeat_at=utcnow())
+                    )
+            except Exception:
+                _log.warning("heartbeat failed", extra={"job_id": self.job_id}, exc_info=True)
+
+
+def _claim(ctx: JobContext, job_id: str) -> Job | None:
+    with ctx.db.write_session() as session:
+        now = utcnow()
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == "queued", Job.cancel_requested.is_(False))
+            .values(
+                state="running",
+                attempts=Job.attempts + 1,
+                worker=_worker_name(),
+                heartbeat_at=now,
+                started_at=now,
+            )
+        )
+        claimed = getattr(result, "rowcount", 0) == 1
+        job = session.get(Job, job_id)
+    if job is not None and not claimed and job.state == "queued" and job.cancel_requested:
+        ctx.ledger.finish_job(job_id, state="cancelled")
+    return job if claimed else None
+
+
+def _result_summary(result: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for name in ("epsilon", "delta", "steps", "noise_multiplier", "sample_rate"):
+        value = getattr(result, name, None)
+        if isinstance(value, (int, float)):
+            summary[name] = value
+    return summary
+
+
+def execute_job(ctx: JobContext, job_id: str) -> str:
+    """Run one queued job to a terminal state; returns the state (or "skipped")."""
+    job = _claim(ctx, job_id)
+    if job is None:
+        return "skipped"
+    log_extra = {"job_id": job_id, "dataset_id": job.dataset_id}
+    _log.info("job started", extra={**log_extra, "worker": _worker_name()})
+    heartbeat = _Heartbeat(ctx, job_id)
+    heartbeat.start()
+    stop_state = {"checked": 0.0, "stop": False}
+
+    def before_step(segment: DpSegment) -> None:
+        ctx.ledger.charge(job_id, segment)
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if not stop_state["stop"] and now - stop_state["checked"] > 0.5:
+            stop_state["checked"] = now
+            with ctx.db.read_session() as session:
+                row = session.execute(
+                    select(Job.cancel_requested, Job.active).where(Job.id == job_id)
+                ).one()
+            stop_state["stop"] = bool(row[0]) or not row[1]
+        return bool(stop_state["stop"])
+
+    def on_event(event: dict[str, Any]) -> None:
+        _log.debug("job event", extra=log_extra)
+
+    state = "failed"
+    try:
+        from privacy_finetuner.service.jobspec import validate_job_config
+
+        config = validate_job_config(job.config)
+        run_dir = Path(ctx.settings.runs_dir) / job_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        function = load_job_function(ctx.settings.job_function)
+        result = function(
+            config,
+            run_dir=run_dir,
+            progress=False,
+            before_step=before_step,
+            should_stop=should_stop,
+            on_event=on_event,
+            resume=job.attempts > 1,
+        )
+        state = "cancelled" if should_stop() else "succeeded"
+        report = getattr(result, "report_path", None)
+        ctx.ledger.finish_job(
+            job_id,
+            state=state,
+            result=_result_summary(result),
+            report_path=str(report) if report else None,
+        )
+    except BudgetExceededError as exc:
+        ctx.ledger.finish_job(job_id, state="failed", error=f"privacy budget exhausted: {exc}")
+    except LedgerError as exc:  # reaped or finished elsewhere while running
+        _log.warning("job stopped by the ledger", extra=log_extra)
+        with contextlib.suppress(LedgerError):
+            ctx.ledger.finish_job(job_id, state="failed", error=str(exc))
+    except Exception as exc:
+        _log.exception("job failed", extra=log_extra)
+        ctx.ledger.finish_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+    finally:
+        heartbeat.halt.set()
+    final = ctx.ledger.db
+    with final.read_session() as session:
+        row = session.get(Job, job_id)
+        state = row.state if row is not None else state
+    _log.info("job finished", extra={**log_extra, "state": state})
+    return state
+
+
+def reap_stale_jobs(ctx: JobContext, requeue: Callable[[str], None] | None = None) -> list[str]:
+    """Fail (or re-queue, while attempts remain) running jobs whose heartbeat stopped."""
+    cutoff = utcnow() - dt.timedelta(seconds=ctx.settings.heartbeat_timeout_s)
+    with ctx.db.read_session() as session:
+        stale = session.execute(
+            select(Job.id, Job.attempts).where(Job.state == "running", Job.heartbeat_at < cutoff)
+        ).all()
+    reaped = []
+    for job_id, attempts in stale:
+        if requeue is not None and attempts < ctx.settings.max_job_attempts:
+            with ctx.db.write_session() as session:
+                result = session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == "running", Job.heartbeat_at < cutoff)
+                    .values(state="queued", worker=None)
+                )
+                if getattr(result, "rowcount", 0) != 1:
+                    continue
+            _log.warning("job lost its worker; re-queued to resume", extra={"job_id": job_id})
+            requeue(job_id)
+        else:
+            _log.warning("job lost its worker; marked failed", extra={"job_id": job_id})
+            ctx.ledger.finish_job(
+                job_id,
+                state="failed",
+                error=f"worker lost: no heartbeat for {ctx.settings.heartbeat_timeout_s:g}s",
+            )
+        reaped.append(job_id)
+    return reaped
+
+
+class _Reaper(threading.Thread):
+    def __init__(self, ctx: JobContext, requeue: Callable[[str], None] | None) -> None:
+        super().__init__(name="job-reaper", daemon=True)
+        self.ctx = ctx
+        self.requeue = requeue
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.ctx.settings.reaper_interval_s):
+            try:
+                reap_stale_jobs(self.ctx, self.requeue)
+            except Exception:
+                _log.warning("reaper pass failed", exc_info=True)
+
+
+class InProcessRunner:
+    """Thread-pool runner for the embedded mode (no Redis)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.ctx = context_for(settings)
+        self.pool = ThreadPoolExecutor(settings.inprocess_workers, thread_name_prefix="pf-job")
+        self.reaper = _Reaper(self.ctx, self.submit)
+
+    def submit(self, job_id: str) -> None:
+        self.pool.submit(self._run, job_id)
+
+    def _run(self, job_id: str) -> None:
+        try:
+            execute_job(self.ctx, job_id)
+        except Exception:
+            _log.exception("runner error", extra={"job_id": job_id})
+
+    def start(self) -> None:
+        """Start the reaper and pick up jobs left queued by a previous server process."""
+        self.reaper.start()
+        with self.ctx.db.read_session() as session:
+            queued = session.scalars(select(Job.id).where(Job.state == "queued")).all()
+        for job_id in queued:
+            self.submit(job_id)
+
+    def shutdown(self) -> None:
+        self.reaper.halt.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def rq_entry(job_id: str) -> str:
+    """What an RQ worker runs: settings come from the worker's environment."""
+    return execute_job(context_for(Settings()), job_id)
+
+
+class RQRunner:
+    """Enqueue jobs on Redis with RQ; ``privacy-finetuner worker`` processes run them."""
+
+    def __init__(self, settings: Settings, *, reaper: bool = True) -> None:
+        import redis
+        from rq import Queue
+
+        if settings.redis_url is None:
+            raise ConfigError("RQRunner needs REDIS_URL")
+        self.settings = settings
+        self.ctx = context_for(settings)
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.queue = Queue(settings.queue_name, connection=self.redis)
+        self.reaper = _Reaper(self.ctx, self.submit) if reaper else None
+
+    def submit(self, job_id: str) -> None:
+        with self.ctx.db.read_session() as session:
+            attempts = session.scalar(select(Job.attempts).where(Job.id == job_id)) or 0
+        self.queue.enqueue_call(
+            "privacy_finetuner.service.runner.rq_entry",
+            args=(job_id,),
+            job_id=f"{job_id}-{attempts}",
+            timeout=self.settings.job_timeout_s,
+            result_ttl=86_400,
+            failure_ttl=7 * 86_400,
+            description=f"privacy-finetuner job {job_id}",
+        )
+
+    def start(self) -> None:
+        if self.reaper is not None:
+            self.reaper.start()
+
+    def shutdown(self) -> None:
+        if self.reaper is not None:
+            self.reaper.halt.set()
+        self.redis.close()
+
+
+def make_runner(settings: Settings) -> Runner:
+    """RQ when REDIS_URL is set, else the in-process runner."""
+    if settings.redis_url:
+        return RQRunner(settings)
+    return InProcessRunner(settings)
