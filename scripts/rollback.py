@@ -262,13 +262,22 @@ def rollback(
     force: bool = False,
     rollback_worker: bool = True,
     ready_timeout_s: int = 300,
+    bad_image: str | None = None,
 ) -> RollbackResult:
-    """Switch the live Service back to the other slot (see the module docstring)."""
+    """Switch the live Service back to the other slot (see the module docstring).
+
+    With ``bad_image`` (what a failed workflow run deployed) the live Service is switched
+    only if it serves that image: a run that failed before its switch, or a canary that
+    aborted, leaves the live slot alone and only resets the canary weight (and the worker).
+    """
     live = kube.service_slot(LIVE_SERVICE)
     if live is None:
         raise DeployError(f"service/{LIVE_SERVICE} has no slot selector: nothing to roll back")
+    live_image = kube.container_image(deployment_name(live), API_CONTAINER)
+    if bad_image is not None and to_slot is None and live_image != bad_image:
+        to_slot = live
     target = to_slot or other_slot(live)
-    if target == live:
+    if target == live and bad_image is None:
         raise DeployError(f"slot {target} is already live")
     from_image = kube.container_image(deployment_name(live), API_CONTAINER)
     to_image = kube.container_image(deployment_name(target), API_CONTAINER)
@@ -290,14 +299,16 @@ def rollback(
             kube.run("scale", f"deployment/{deployment_name(target)}", "--replicas=1")
             kube.rollout_status(deployment_name(target), ready_timeout_s)
         kube.set_canary_weight(0)
-        kube.set_service_slot(LIVE_SERVICE, target)
-        kube.set_service_slot(PREVIEW_SERVICE, live)
+        if target != live:
+            kube.set_service_slot(LIVE_SERVICE, target)
+            kube.set_service_slot(PREVIEW_SERVICE, live)
         worker_image = None
-        if rollback_worker:
+        worker_now = kube.container_image(WORKER_DEPLOYMENT, WORKER_CONTAINER)
+        if rollback_worker and (bad_image is None or worker_now == bad_image):
             worker_image = kube.annotation(
                 "deployment", WORKER_DEPLOYMENT, PREVIOUS_IMAGE_ANNOTATION
             )
-            if worker_image:
+            if worker_image and worker_image != worker_now:
                 kube.set_image(WORKER_DEPLOYMENT, WORKER_CONTAINER, worker_image)
                 kube.rollout_status(WORKER_DEPLOYMENT, ready_timeout_s)
     except DeployError as exc:
@@ -348,6 +359,10 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
     parser.add_argument("--canary-abort", action="store_true", help="only set canary weight 0")
     parser.add_argument("--force", action="store_true", help="scale up a target slot with no pods")
     parser.add_argument("--skip-worker", action="store_true", help="leave the worker image")
+    parser.add_argument(
+        "--bad-image",
+        help="the image a failed run deployed: switch only if the live slot serves it",
+    )
     args = parser.parse_args(argv)
     kube = kubectl_from_args(args, runner)
     log = DeploymentLog(args.log)
@@ -364,14 +379,18 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
             to_slot=args.to_slot,
             force=args.force,
             rollback_worker=not args.skip_worker,
+            bad_image=args.bad_image,
         )
     except DeployError as exc:
         print(f"rollback failed: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"rolled back {args.environment}: live slot {result.from_slot} -> {result.to_slot} "
-        f"({result.from_image} -> {result.to_image}); logged to {args.log}"
-    )
+    if result.from_slot == result.to_slot:
+        print(f"live slot {result.to_slot} kept ({result.to_image}); canary weight 0")
+    else:
+        print(
+            f"rolled back {args.environment}: live slot {result.from_slot} -> {result.to_slot} "
+            f"({result.from_image} -> {result.to_image}); logged to {args.log}"
+        )
     return 0
 
 

@@ -92,3 +92,32 @@ def test_other_slot_rejects_unknown() -> None:
     assert rollback.other_slot("blue") == "green"
     with pytest.raises(rollback.DeployError):
         rollback.other_slot("red")
+
+
+def test_bad_image_not_live_keeps_live_slot(log_path: Path) -> None:
+    # a canary of v2 aborted, or the run failed before its switch: blue (v1) stays live
+    cluster = FakeCluster.blue_green(live="blue", old="v1", new="v2")
+    result = rollback.rollback(
+        kube(cluster),
+        rollback.DeploymentLog(log_path),
+        "production",
+        "run failed",
+        bad_image="img:v2",
+    )
+    assert result.to_slot == result.from_slot == "blue"
+    assert cluster.slot("privacy-finetuner-api") == "blue"
+    assert cluster.canary_weights == [0]
+    assert cluster.image("privacy-finetuner-worker") == "img:v1"
+
+
+def test_bad_image_live_is_switched_away(log_path: Path) -> None:
+    cluster = FakeCluster.blue_green(live="green", old="v2", new="v1")
+    worker = cluster.obj("deployment", "privacy-finetuner-worker")
+    worker["metadata"]["annotations"][rollback.PREVIOUS_IMAGE_ANNOTATION] = "img:v1"
+    code = rollback.main(
+        ["--environment", "production", "--bad-image", "img:v2", "--log", str(log_path)],
+        runner=cluster,
+    )
+    assert code == 0
+    assert cluster.slot("privacy-finetuner-api") == "blue"
+    assert cluster.image("privacy-finetuner-worker") == "img:v1"
