@@ -1,0 +1,36 @@
+"""Context guard: find and redact, pseudonymise or encrypt PII and secrets in text, chat
+messages, tool-call JSON and training data, offline and fast.
+
+>>> from privacy_finetuner.guard import ContextGuard
+>>> ContextGuard().protect("Mail jane.doe@example.com").text
+'Mail [EMAIL]'
+"""
+
+from __future__ import annotations
+
+from privacy_finetuner.guard._model import (
+    ENTITY_TYPES,
+    Finding,
+    ProtectedMessages,
+    ProtectedText,
+    Strategy,
+)
+from privacy_finetuner.guard.detectors import BuiltinDetector, Detector
+from privacy_finetuner.guard.guard import SENSITIVITY_THRESHOLDS, ContextGuard
+from privacy_finetuner.guard.kanon import KAnonymityResult, k_anonymize
+from privacy_finetuner.guard.keys import KeyRing
+
+__all__ = [
+    "ENTITY_TYPES",
+    "SENSITIVITY_THRESHOLDS",
+    "BuiltinDetector",
+    "ContextGuard",
+    "Detector",
+    "Finding",
+    "KAnonymityResult",
+    "KeyRing",
+    "ProtectedMessages",
+    "ProtectedText",
+    "Strategy",
+    "k_anonymize",
+]
