@@ -262,6 +262,7 @@ class _HookRule:
         self.module, self.name, self.col = module, name, col
         self.norm_like = norm_like
         self.verified = not norm_like
+        self.busy = False  # our own functional_call re-enters the forward hook
         self.handle = module.register_forward_hook(self._forward_hook)
         if not norm_like:
             self._warn_fallback()
@@ -278,7 +279,7 @@ class _HookRule:
         self.handle.remove()
 
     def _forward_hook(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-        if not (self.col.active and torch.is_grad_enabled()):
+        if self.busy or not (self.col.active and torch.is_grad_enabled()):
             return
         if not isinstance(out, Tensor) or not all(isinstance(a, Tensor) for a in args):
             raise UnsupportedModuleError(
@@ -335,10 +336,14 @@ class _HookRule:
             total: Tensor = (out * g_i.unsqueeze(0)).sum()
             return total
 
-        with torch.enable_grad():
-            per_ex = vmap(grad(loss), in_dims=(None, 0, *([0] * len(inputs))))(
-                detached, g.detach(), *inputs
-            )
+        self.busy = True
+        try:
+            with torch.enable_grad():
+                per_ex = vmap(grad(loss), in_dims=(None, 0, *([0] * len(inputs))))(
+                    detached, g.detach(), *inputs
+                )
+        finally:
+            self.busy = False
         for key, p in params.items():
             self.col.add(p, Materialised(per_ex[key]), name=self.name)
 

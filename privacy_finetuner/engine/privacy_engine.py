@@ -186,7 +186,9 @@ class PrivacyEngine:
             return loader
         if by_user:
             raise EngineError("privacy_unit='user' needs Poisson sampling (poisson_sampling=True)")
-        batch_size = getattr(data_loader, "batch_size", None)
+        batch_size = getattr(data_loader, "batch_size", None) or getattr(
+            getattr(data_loader, "batch_sampler", None), "batch_size", None
+        )
         dataset = getattr(data_loader, "dataset", None)
         if batch_size is None or dataset is None:
             raise EngineError("poisson_sampling=False needs a loader with batch_size and dataset")

@@ -32,7 +32,7 @@ class MyRMSNorm(nn.Module):
 class Toy(nn.Module):
     """Embedding → LayerNorm → Linear → tanh → Conv1D → RMSNorm → untied Linear head."""
 
-    def __init__(self, d: int = 12, h: int = 20, extra: nn.Module | None = None) -> None:
+    def __init__(self, d: int = 12, h: int = 20, mid: nn.Module | None = None) -> None:
         super().__init__()
         from transformers.pytorch_utils import Conv1D
 
@@ -45,13 +45,13 @@ class Toy(nn.Module):
         self.down = Conv1D(d, h)
         nn.init.normal_(self.down.bias, std=0.1)
         self.norm = MyRMSNorm(d)
-        self.extra = extra if extra is not None else nn.Identity()
+        self.mid = mid if mid is not None else nn.Identity()
         self.head = nn.Linear(d, VOCAB, bias=False)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         x = self.ln(self.emb(input_ids))
         x = x + self.down(torch.tanh(self.up(x)))
-        return self.head(self.extra(self.norm(x)))  # type: ignore[no-any-return]
+        return self.head(self.mid(self.norm(x)))  # type: ignore[no-any-return]
 
 
 def gpt2(n_layer: int = 2, n_embd: int = 32) -> nn.Module:
