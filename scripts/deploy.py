@@ -165,6 +165,7 @@ def http_health(url: str, timeout_s: float, sleep: Sleep = time.sleep) -> None:
     last = ""
     while pending:
         path = pending[0]
+        last = ""
         try:
             with urllib.request.urlopen(url.rstrip("/") + path, timeout=10) as resp:  # noqa: S310
                 status = resp.status
@@ -282,7 +283,13 @@ def stage(
         if namespaces:  # the Secret needs its namespace on a first deploy
             kube.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": namespaces}))
         if secret is not None:
-            kube.apply(secret)
+            try:
+                kube.apply(secret)
+            except DeployError:
+                # kubectl's message could quote the Secret's values: do not pass it on
+                raise DeployError(
+                    "applying the Secret failed (kubectl's message withheld)"
+                ) from None
             entry["secret_synced"] = True
         elif kube.get("secret", SECRET_NAME) is None:
             raise DeployError("DATABASE_URL and REDIS_URL must be set: the Secret does not exist")

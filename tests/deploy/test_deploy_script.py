@@ -247,3 +247,48 @@ def test_secret_manifest_needs_both_urls() -> None:
 def test_health_rejects_non_http_url() -> None:
     with pytest.raises(rollback.DeployError, match="http"):
         deploy.http_health("file:///etc/passwd", 1)
+
+
+def test_health_waits_for_readyz(capsys: pytest.CaptureFixture[str]) -> None:
+    import http.server
+    import threading
+
+    answers = {"/healthz": [200], "/readyz": [503, 503, 200]}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            codes = answers[self.path]
+            self.send_response(codes.pop(0) if len(codes) > 1 else codes[0])
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        deploy.http_health(url, timeout_s=30, sleep=no_sleep)
+        assert capsys.readouterr().out.splitlines() == ["/healthz: 200", "/readyz: 200"]
+        answers["/readyz"] = [503]
+        with pytest.raises(rollback.DeployError, match="/readyz not healthy"):
+            deploy.http_health(url, timeout_s=0, sleep=no_sleep)
+    finally:
+        server.shutdown()
+
+
+def test_secret_apply_error_is_not_echoed(log_path: Path) -> None:
+    cluster = FakeCluster()
+
+    def failing(argv: list[str], stdin: str | None = None) -> rollback.CommandResult:
+        if stdin and "stringData" in stdin:
+            return rollback.CommandResult(1, "", "invalid value postgresql://u:s3cret@db/pf")
+        return cluster(argv, stdin)
+
+    kube_ = rollback.Kubectl("privacy-finetuner", runner=failing)
+    with pytest.raises(rollback.DeployError) as info:
+        deploy.stage(
+            kube_, rollback.DeploymentLog(log_path), "staging", "img:v1", SECRETS, sleep=no_sleep
+        )
+    assert "s3cret" not in str(info.value)
+    assert "s3cret" not in log_path.read_text()
