@@ -168,3 +168,41 @@ def test_rule_unit_tests_pass() -> None:
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_k8s_scrape_config_keeps_api_pods_and_labels_namespace_and_slot() -> None:
+    cfg = yaml.safe_load((DEPLOY / "prometheus" / "prometheus-k8s.yml").read_text())
+    [job] = [j for j in cfg["scrape_configs"] if j["job_name"] == "privacy-finetuner-api"]
+    relabel = job["relabel_configs"]
+    targets = {r.get("target_label"): r["source_labels"] for r in relabel if "target_label" in r}
+    assert targets["namespace"] == ["__meta_kubernetes_namespace"]
+    assert targets["slot"] == ["__meta_kubernetes_pod_label_slot"]
+    # the keep rules match the labels, annotation and port name of the api pods
+    api = next(yaml.safe_load_all((DEPLOY / "k8s" / "api-slot" / "api.yaml").read_text()))
+    template = api["spec"]["template"]
+    meta = {
+        "__meta_kubernetes_pod_label_app_kubernetes_io_name": template["metadata"]["labels"][
+            "app.kubernetes.io/name"
+        ],
+        "__meta_kubernetes_pod_label_app_kubernetes_io_component": template["metadata"]["labels"][
+            "app.kubernetes.io/component"
+        ],
+        "__meta_kubernetes_pod_annotation_prometheus_io_scrape": template["metadata"][
+            "annotations"
+        ]["prometheus.io/scrape"],
+        "__meta_kubernetes_pod_container_port_name": template["spec"]["containers"][0]["ports"][0][
+            "name"
+        ],
+    }
+    for rule in relabel:
+        if rule.get("action") == "keep":
+            value = ";".join(meta[label] for label in rule["source_labels"])
+            assert re.fullmatch(rule["regex"], value), rule
+    namespaces = set(job["kubernetes_sd_configs"][0]["namespaces"]["names"])
+    overlays = {
+        yaml.safe_load((DEPLOY / "k8s" / "overlays" / env / "kustomization.yaml").read_text())[
+            "namespace"
+        ]
+        for env in ("staging", "production")
+    }
+    assert namespaces == overlays
