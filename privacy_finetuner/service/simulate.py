@@ -75,7 +75,9 @@ def simulated_run_job(
             if pause:
                 time.sleep(pause)
             taken.append(one)
-            ckpt.write_text(json.dumps({"steps": len(taken)}))
+            tmp = ckpt.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"steps": len(taken)}))
+            os.replace(tmp, ckpt)  # atomic: a kill never leaves a torn checkpoint
             if on_event is not None:
                 on_event({"event": "step", "step": len(taken)})
     first = plan.segments[0]
