@@ -20,12 +20,12 @@ if TYPE_CHECKING:
     from privacy_finetuner.engine import PrivacyEngine
 
 __all__ = [
-    "DpSegment",
-    "PrivacyAccountant",
-    "PrivacyEngine",
     "__version__",
     "calibrate_noise_multiplier",
     "compute_epsilon",
+    "DpSegment",
+    "PrivacyAccountant",
+    "PrivacyEngine",
 ]
 
 
