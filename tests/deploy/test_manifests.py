@@ -206,3 +206,28 @@ def test_k8s_scrape_config_keeps_api_pods_and_labels_namespace_and_slot() -> Non
         for env in ("staging", "production")
     }
     assert namespaces == overlays
+
+
+def test_alertmanager_routes_every_alert_by_severity_and_action() -> None:
+    amtool = need("amtool")
+    config = DEPLOY / "alertmanager" / "alertmanager.yml"
+    expected = {"critical": "pager", "warning": "chat", "info": "chat-info"}
+    for rule in _rules():
+        if "alert" not in rule:
+            continue
+        labels = {"alertname": rule["alert"], **rule["labels"]}
+        want = "oncall" if labels.get("action") == "rollback" else expected[labels["severity"]]
+        out = subprocess.run(
+            [
+                amtool,
+                "config",
+                "routes",
+                "test",
+                f"--config.file={config}",
+                f"--verify.receivers={want}",
+            ]
+            + [f"{k}={v}" for k, v in labels.items()],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, (rule["alert"], out.stdout, out.stderr)
