@@ -76,7 +76,10 @@ Sleep = Callable[[float], None]
 def render_overlay(kube: Kubectl, environment: str) -> list[dict[str, Any]]:
     """The overlay rendered by ``kubectl kustomize`` (no cluster access)."""
     text = kube.kustomize(OVERLAYS / environment)
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc]
+    except yaml.YAMLError as exc:
+        raise DeployError(f"kubectl kustomize {environment}: unreadable output ({exc})") from None
 
 
 def prepare_manifests(
@@ -199,8 +202,13 @@ class Prometheus:
             f"/api/v1/namespaces/{self.namespace}/services/{self.service}:{self.port}"
             f"/proxy/api/v1/query?{qs}"
         )
-        body = json.loads(self.kube.run("get", "--raw", raw))
-        if body.get("status") != "success":
+        try:
+            body = json.loads(self.kube.run("get", "--raw", raw))
+        except ValueError:
+            raise DeployError(
+                f"Prometheus at {self.namespace}/{self.service}:{self.port} did not answer JSON"
+            ) from None
+        if not isinstance(body, dict) or body.get("status") != "success":
             raise DeployError(f"Prometheus query failed: {body.get('error', body)}")
         result: list[dict[str, Any]] = body["data"]["result"]
         return result

@@ -68,9 +68,14 @@ Runner = Callable[[Sequence[str], str | None], CommandResult]
 
 def subprocess_runner(args: Sequence[str], stdin: str | None = None) -> CommandResult:
     """Run a command without a shell; stdin (manifests, secrets) never reaches argv."""
-    proc = subprocess.run(  # fixed argv, no shell
-        list(args), input=stdin, capture_output=True, text=True, check=False, timeout=900
-    )
+    try:
+        proc = subprocess.run(  # fixed argv, no shell
+            list(args), input=stdin, capture_output=True, text=True, check=False, timeout=900
+        )
+    except FileNotFoundError:
+        return CommandResult(127, "", f"{args[0]}: command not found")
+    except subprocess.TimeoutExpired:
+        return CommandResult(124, "", f"{args[0]}: no answer within 900 s")
     return CommandResult(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -130,7 +135,10 @@ class Kubectl:
             raise DeployError(f"kubectl get {kind} {name} failed: {result.stderr.strip()[-2000:]}")
         if not result.stdout.strip():
             return None
-        obj: dict[str, Any] = json.loads(result.stdout)
+        try:
+            obj: dict[str, Any] = json.loads(result.stdout)
+        except ValueError as exc:
+            raise DeployError(f"kubectl get {kind} {name}: not JSON ({exc})") from None
         return obj
 
     def require(self, kind: str, name: str) -> dict[str, Any]:

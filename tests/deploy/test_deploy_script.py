@@ -292,3 +292,22 @@ def test_secret_apply_error_is_not_echoed(log_path: Path) -> None:
         )
     assert "s3cret" not in str(info.value)
     assert "s3cret" not in log_path.read_text()
+
+
+def test_prometheus_non_json_answer_is_a_clear_error() -> None:
+    def html(argv: list[str], stdin: str | None = None) -> rollback.CommandResult:
+        return rollback.CommandResult(0, "<html>502 Bad Gateway</html>", "")
+
+    prom = deploy.Prometheus(rollback.Kubectl("privacy-finetuner", runner=html))
+    with pytest.raises(rollback.DeployError, match="did not answer JSON"):
+        prom.query("up")
+
+
+def test_missing_kubectl_is_a_clear_error(
+    log_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = rollback.main(
+        ["--environment", "staging", "--kubectl", "/nonexistent/kubectl", "--log", str(log_path)]
+    )
+    assert code == 1
+    assert "command not found" in capsys.readouterr().err
