@@ -42,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rollback import (
     API_CONTAINER,
+    CANARY_INGRESS,
+    CANARY_WEIGHT_ANNOTATION,
     LIVE_SERVICE,
     PREVIEW_SERVICE,
     PREVIOUS_IMAGE_ANNOTATION,
@@ -114,8 +116,8 @@ def prepare_manifests(
             doc["spec"]["selector"]["slot"] = live
         elif kind == "Service" and name == PREVIEW_SERVICE:
             doc["spec"]["selector"]["slot"] = other_slot(live)
-        elif kind == "Ingress" and name.endswith("-canary"):
-            doc["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] = "0"
+        elif kind == "Ingress" and name == CANARY_INGRESS:
+            doc["metadata"]["annotations"][CANARY_WEIGHT_ANNOTATION] = "0"
         out.append(doc)
     return out, target
 
