@@ -24,7 +24,7 @@ from privacy_finetuner.errors import (
 )
 
 #: Modules under privacy_finetuner.cli that contribute commands, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("accounting",)
+COMMAND_MODULES: tuple[str, ...] = ("accounting", "service", "train", "data", "evaluate", "audit")
 
 app = typer.Typer(
     name="privacy-finetuner",
@@ -80,12 +80,14 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         print_error("aborted")
         sys.exit(1)
-    except typer.TyperException as exc:
+    except Exception as exc:
         # Usage errors (bad option values, missing arguments) know how to show themselves and
-        # carry click's exit code 2; duck-typed because typer vendors its own click.
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()
-        sys.exit(int(getattr(exc, "exit_code", 2)))
+        # carry click's exit code 2. Duck-typed: typer >= 0.22 vendors its own click, older
+        # releases raise click's classes, and both must give the same one-line message.
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if not callable(show) or not isinstance(code, int):
+            raise
+        show()
+        sys.exit(code)
     if isinstance(result, int) and result:
         sys.exit(result)
