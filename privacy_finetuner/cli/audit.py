@@ -1,0 +1,110 @@
+"""``privacy-finetuner audit RUN_DIR`` and ``compliance RUN_DIR`` (also ``report compliance``
+when a ``report`` group exists).
+
+``audit`` exits 3 when the measured ε lower bound exceeds the proven ε: the run is not as
+private as its report says, which means a bug, not bad luck (at 95 % confidence).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from privacy_finetuner.cli._output import console, print_error, print_json
+
+__all__ = ["AUDIT_FAILED_EXIT", "audit", "compliance", "register"]
+
+#: Exit status when the audit contradicts the proven ε.
+AUDIT_FAILED_EXIT = 3
+
+RunDirArg = Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4g}"
+
+
+def audit(
+    run_dir: RunDirArg,
+    candidates: Annotated[
+        int, typer.Option("--candidates", help="Random secrets each canary is ranked against.")
+    ] = 10_000,
+    confidence: Annotated[
+        float, typer.Option("--confidence", help="Confidence of the ε lower bound.")
+    ] = 0.95,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward.")] = 256,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure empirical privacy: canary exposure, one-run ε lower bound, membership inference.
+
+    Writes audit.json and audit.html into RUN_DIR; exits 3 if the bound exceeds the proven ε.
+    """
+    from privacy_finetuner.audit.runner import run_audit
+
+    result = run_audit(run_dir, candidates=candidates, confidence=confidence, batch_size=batch_size)
+    data = result.to_dict()
+    if as_json:
+        summary = {k: v for k, v in data.items() if k not in {"exposure", "mia"}}
+        summary["median_exposure_bits"] = data["exposure"].get("median_bits")
+        summary["max_exposure_bits"] = data["exposure"].get("max_bits")
+        summary["mia_auc"] = {m["attack"]: m["auc"] for m in data["mia"]}
+        print_json(summary)
+    else:
+        table = Table(title=f"Empirical privacy of {run_dir}", show_header=False)
+        table.add_row("proven ε (per canary)", _fmt(result.claimed_epsilon))
+        table.add_row(
+            f"measured ε lower bound ({confidence:.0%})", _fmt(result.one_run.epsilon_lower)
+        )
+        table.add_row("canaries (trained on)", f"{result.canaries} ({result.one_run.members})")
+        table.add_row(
+            "median / max exposure (bits)",
+            (
+                f"{_fmt(data['exposure'].get('median_bits'))} / "
+                f"{_fmt(data['exposure'].get('max_bits'))}"
+            ),
+        )
+        for m in result.mia:
+            table.add_row(
+                f"MIA {m.attack} AUC / TPR@1%FPR", f"{m.auc:.3f} / {m.tpr_at_1pct_fpr:.3f}"
+            )
+        console.print(table)
+        for note in result.notes:
+            console.print(f"note: {note}", highlight=False)
+    if result.violation:
+        print_error(result.message)
+        raise typer.Exit(AUDIT_FAILED_EXIT)
+    if not as_json:
+        console.print(result.message, highlight=False)
+
+
+def compliance(
+    run_dir: RunDirArg,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output directory (default: RUN_DIR).")
+    ] = None,
+) -> None:
+    """Write COMPLIANCE.md and compliance.html for a run (GDPR, HIPAA, EU AI Act).
+
+    Statements of fact read from the run directory, not legal advice.
+    """
+    from privacy_finetuner.audit.compliance import build_compliance, write_compliance
+
+    md, html = write_compliance(run_dir, out)
+    missing = build_compliance(run_dir).missing
+    console.print(f"wrote {md} and {html}", highlight=False)
+    if missing:
+        console.print("evidence absent: " + ", ".join(missing), highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``audit`` and ``compliance``; also ``report compliance`` if a ``report`` group was
+    registered before this module."""
+    app.command("audit")(audit)
+    app.command("compliance")(compliance)
+    for group in app.registered_groups:
+        if group.name == "report" and group.typer_instance is not None:
+            group.typer_instance.command("compliance")(compliance)
