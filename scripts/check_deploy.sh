@@ -107,8 +107,7 @@ if [ "${#rendered[@]}" -gt 0 ]; then
     run trivy-config-k8s "$BIN/trivy" config --skip-check-update --quiet --exit-code 1 \
         --severity HIGH,CRITICAL "$work"
 fi
-# No CRDs here: the canary runs on ingress-nginx canary annotations (core Ingress), so
-# kubernetes-validate covers every rendered object.
+echo "--- crds: none to validate separately (the canary uses ingress-nginx annotations on a core Ingress; kubernetes-validate covered every rendered object)"
 
 # ---------------------------------------------------------------- compose
 if docker compose version >/dev/null 2>&1; then
