@@ -1,10 +1,11 @@
 """A submitted job config: validated as the CLI validates it, then planned into DP segments.
 
-The plan (σ, q, steps) is what the ledger reserves at submission. When
-``privacy_finetuner.training.plan_job`` exists it is the single source of truth; until then this
-module derives the plan the way the trainer does: q = batch size / units in the training split,
-steps = ``max_steps`` or ⌈epochs / q⌉, σ = the fixed noise multiplier or the one calibrated to the
-target ε. Whatever the plan, the trainer charges the steps it actually takes before taking them.
+The plan (σ, q, steps) is what the ledger reserves at submission. It comes from the trainer's own
+``privacy_finetuner.training.prepare.plan_privacy`` when the training extra is installed (else the
+same formulas here): q = batch size / units, steps = ``max_steps`` or ⌈epochs / q⌉, σ = the fixed
+noise multiplier or the one calibrated to the target ε. The number of units is the data set's
+registered ``num_units`` (or, for the built-in synthetic data, the size of its training split).
+Whatever the plan, the trainer charges the steps it actually takes, each before taking it.
 """
 
 from __future__ import annotations
@@ -76,19 +77,26 @@ def plan_job(config: Any, *, num_units: int | None = None) -> JobPlan:
         num_units: privacy units (examples or users) in the registered data set, if known.
     """
     privacy = config.privacy
+    n = num_units
+    if n is None and config.data.path is None:
+        n = max(1, math.floor(config.data.synthetic.n * (1 - config.data.validation_split)))
+    if n is None:
+        raise ConfigError("the data set must be registered with num_units to plan this job")
     try:
-        training_mod = importlib.import_module("privacy_finetuner.training")
-        external = getattr(training_mod, "plan_job", None)
-    except ImportError:
-        external = None
-    if external is not None:
-        segments = list(external(config))
+        prepare = importlib.import_module("privacy_finetuner.training.prepare")
+        plan_privacy = getattr(prepare, "plan_privacy", None)
+    except ImportError:  # training extra not installed: same formulas, below
+        plan_privacy = None
+    if plan_privacy is not None:
+        plan = plan_privacy(config, num_units=n)
+        segments = [
+            DpSegment(
+                noise_multiplier=float(plan.noise_multiplier),
+                sample_rate=float(plan.sample_rate),
+                steps=int(plan.steps),
+            )
+        ]
     else:
-        n = num_units
-        if n is None and config.data.path is None:
-            n = max(1, math.floor(config.data.synthetic.n * (1 - config.data.validation_split)))
-        if n is None:
-            raise ConfigError("the data set must be registered with num_units to plan this job")
         q = min(1.0, config.training.batch_size / n)
         if config.training.max_steps is not None:
             steps = int(config.training.max_steps)
@@ -102,6 +110,7 @@ def plan_job(config: Any, *, num_units: int | None = None) -> JobPlan:
                 sample_rate=q,
                 steps=steps,
                 accountant=privacy.accountant,
+                rtol=1e-3,
             ).noise_multiplier
         segments = [DpSegment(noise_multiplier=float(sigma), sample_rate=q, steps=steps)]
     return JobPlan(

@@ -75,9 +75,7 @@ class LedgerCollector:
             jobs = (
                 session.execute(
                     select(Job.tenant, Job.state, func.count()).group_by(Job.tenant, Job.state)
-                )
-                .tuples()
-                .all()
+                ).all()
             )
             running = session.scalars(select(Job).where(Job.state == "running")).all()
         rows = []

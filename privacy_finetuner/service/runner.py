@@ -191,11 +191,19 @@ def execute_job(ctx: JobContext, job_id: str) -> str:
             on_event=on_event,
             resume=job.attempts > 1,
         )
-        state = "cancelled" if should_stop() else "succeeded"
+        status = getattr(result, "status", "completed")
+        error = None
+        if status == "budget_exhausted":
+            state, error = "failed", "stopped: privacy budget exhausted"
+        elif status == "cancelled" or should_stop():
+            state = "cancelled"
+        else:
+            state = "succeeded"
         report = getattr(result, "report_path", None)
         ctx.ledger.finish_job(
             job_id,
             state=state,
+            error=error,
             result=_result_summary(result),
             report_path=str(report) if report else None,
         )
