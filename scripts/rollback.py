@@ -30,7 +30,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -287,7 +286,7 @@ def rollback(
     target = to_slot or other_slot(live)
     if target == live and bad_image is None:
         raise DeployError(f"slot {target} is already live")
-    from_image = kube.container_image(deployment_name(live), API_CONTAINER)
+    from_image = live_image
     to_image = kube.container_image(deployment_name(target), API_CONTAINER)
     entry: dict[str, Any] = {
         "environment": environment,
@@ -301,6 +300,8 @@ def rollback(
     try:
         if to_image is None:
             raise DeployError(f"deployment/{deployment_name(target)} does not exist")
+        if target != live and to_image == from_image:
+            raise DeployError(f"slot {target} runs the same image ({to_image}): no older version")
         if kube.ready_replicas(deployment_name(target)) < 1:
             if not force:
                 raise DeployError(f"slot {target} has no ready pods; use --force to scale it up")
@@ -313,27 +314,16 @@ def rollback(
         worker_image = None
         worker_now = kube.container_image(WORKER_DEPLOYMENT, WORKER_CONTAINER)
         if rollback_worker and (bad_image is None or worker_now == bad_image):
-            worker_image = kube.annotation(
-                "deployment", WORKER_DEPLOYMENT, PREVIOUS_IMAGE_ANNOTATION
-            )
-            if worker_image and worker_image != worker_now:
-                kube.set_image(WORKER_DEPLOYMENT, WORKER_CONTAINER, worker_image)
+            previous = kube.annotation("deployment", WORKER_DEPLOYMENT, PREVIOUS_IMAGE_ANNOTATION)
+            if previous and previous != worker_now:
+                kube.set_image(WORKER_DEPLOYMENT, WORKER_CONTAINER, previous)
                 kube.rollout_status(WORKER_DEPLOYMENT, ready_timeout_s)
+                worker_image = previous
     except DeployError as exc:
         log.append({**entry, "status": "failed", "error": str(exc)})
         raise
     log.append({**entry, "status": "ok", "worker_image": worker_image})
     return RollbackResult(live, target, from_image, to_image, worker_image)
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval_s)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

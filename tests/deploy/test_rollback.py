@@ -35,7 +35,7 @@ def test_rollback_switches_live_service_back_and_logs(log_path: Path) -> None:
 
 
 def test_rollback_refuses_a_slot_without_ready_pods(log_path: Path) -> None:
-    cluster = FakeCluster.blue_green(live="blue")
+    cluster = FakeCluster.blue_green(live="blue", old="v2", new="v1")
     cluster.obj("deployment", "privacy-finetuner-api-green")["status"]["readyReplicas"] = 0
     log = rollback.DeploymentLog(log_path)
 
@@ -47,7 +47,7 @@ def test_rollback_refuses_a_slot_without_ready_pods(log_path: Path) -> None:
 
 
 def test_force_scales_up_the_target_slot(log_path: Path) -> None:
-    cluster = FakeCluster.blue_green(live="blue")
+    cluster = FakeCluster.blue_green(live="blue", old="v2", new="v1")
     cluster.obj("deployment", "privacy-finetuner-api-green")["status"]["readyReplicas"] = 0
     rollback.rollback(kube(cluster), rollback.DeploymentLog(log_path), "staging", "t", force=True)
     assert any(c[3] == "scale" for c in cluster.calls)
@@ -121,3 +121,10 @@ def test_bad_image_live_is_switched_away(log_path: Path) -> None:
     assert code == 0
     assert cluster.slot("privacy-finetuner-api") == "blue"
     assert cluster.image("privacy-finetuner-worker") == "img:v1"
+
+
+def test_rollback_refuses_when_both_slots_run_the_same_image(log_path: Path) -> None:
+    cluster = FakeCluster.blue_green(live="blue", old="v1", new="v1")  # first deploy
+    with pytest.raises(rollback.DeployError, match="no older version"):
+        rollback.rollback(kube(cluster), rollback.DeploymentLog(log_path), "staging", "t")
+    assert cluster.slot("privacy-finetuner-api") == "blue"
