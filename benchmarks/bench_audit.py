@@ -90,12 +90,19 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
+    parser.add_argument(
+        "--only", choices=("nonprivate", "private"), default=None, help="run one setting"
+    )
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="bench_audit_"))
     plan = plan_canaries(args.canaries, repeats=args.repeats, seed=args.seed)
-    data = write_audit_data(root / "data", plan, traces=args.traces, seed=args.seed)
+    data = write_audit_data(
+        root / "data", plan, traces=args.traces, validation_traces=8, seed=args.seed
+    )
     out: dict[str, Any] = {}
     for name, private in (("nonprivate", False), ("private", True)):
+        if args.only not in (None, name):
+            continue
         start = time.perf_counter()
         result, audit = run_audited_job(
             _config(args, data, private),
@@ -108,7 +115,7 @@ def main() -> None:
         if not args.json:
             print(f"{name}: {audit.message}")
     keys = ("epsilon", "epsilon_lower", "median_exposure_bits", "max_exposure_bits", "mia_auc")
-    if not args.json:
+    if not args.json and len(out) == 2:
         print(f"{'':24}{'non-private':>14}{'DP':>14}")
         for key in (*keys, "mia_tpr_at_1pct_fpr", "steps", "seconds"):
             row = [out[n][key] for n in ("nonprivate", "private")]
