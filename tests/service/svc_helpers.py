@@ -45,5 +45,3 @@ class Env:
 
     def h(self, name: str) -> dict[str, str]:
         return {"X-API-Key": self.keys[name]}
-
-

@@ -10,18 +10,27 @@ from hypothesis import strategies as st
 from svc_helpers import Env
 
 PROTECTED = [
-    ("GET", "/v1/datasets"), ("POST", "/v1/datasets"), ("GET", "/v1/datasets/ds_x"),
-    ("GET", "/v1/datasets/ds_x/ledger"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs"),
-    ("GET", "/v1/jobs/job_x"), ("POST", "/v1/jobs/job_x/cancel"), ("GET", "/v1/jobs/job_x/report"),
-    ("POST", "/v1/guard/protect"), ("GET", "/metrics"), ("GET", "/v1/audit"),
+    ("GET", "/v1/datasets"),
+    ("POST", "/v1/datasets"),
+    ("GET", "/v1/datasets/ds_x"),
+    ("GET", "/v1/datasets/ds_x/ledger"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs"),
+    ("GET", "/v1/jobs/job_x"),
+    ("POST", "/v1/jobs/job_x/cancel"),
+    ("GET", "/v1/jobs/job_x/report"),
+    ("POST", "/v1/guard/protect"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/audit"),
 ]
 
 
 def test_every_openapi_route_is_covered(env: Env) -> None:
     spec = env.client.get("/openapi.json").json()
     routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
-    covered = {(m, p.replace("ds_x", "{dataset_id}").replace("job_x", "{job_id}"))
-               for m, p in PROTECTED}
+    covered = {
+        (m, p.replace("ds_x", "{dataset_id}").replace("job_x", "{job_id}")) for m, p in PROTECTED
+    }
     assert routes - covered == {("GET", "/healthz"), ("GET", "/readyz")}
 
 
@@ -49,8 +58,12 @@ def test_scopes_give_403(env: Env) -> None:
     assert c.post("/v1/jobs", json={"dataset_id": "x"}, headers=env.h("read")).status_code == 403
     assert c.get("/metrics", headers=env.h("submit")).status_code == 403
     assert c.post("/v1/datasets", json=body, headers=env.h("admin")).status_code == 201
-    assert c.get("/v1/datasets", headers={"Authorization": f"Bearer {env.keys['read']}"}).json()[
-        "count"] == 1
+    assert (
+        c.get("/v1/datasets", headers={"Authorization": f"Bearer {env.keys['read']}"}).json()[
+            "count"
+        ]
+        == 1
+    )
 
 
 def test_tenant_isolation(env: Env) -> None:
@@ -88,7 +101,9 @@ def test_revoked_key_is_refused(make_env: Callable[..., Env]) -> None:
     assert env.client.get("/v1/datasets", headers=env.h("read")).status_code == 401
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     route=st.sampled_from(PROTECTED),
     key=st.one_of(st.none(), st.text(max_size=80)),

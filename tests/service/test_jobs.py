@@ -7,9 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from svc_helpers import Env, tiny_config
-
 from sqlalchemy import update
+from svc_helpers import Env, tiny_config
 
 from privacy_finetuner.accounting import DpSegment
 from privacy_finetuner.ledger import verify_ledger
@@ -19,8 +18,12 @@ from privacy_finetuner.service.runner import InProcessRunner
 
 
 def _dataset(env: Env, budget: float = 5.0, **extra: Any) -> dict[str, Any]:
-    body = {"name": f"d{time.monotonic_ns()}", "budget_epsilon": budget, "budget_delta": 1e-5,
-            **extra}
+    body = {
+        "name": f"d{time.monotonic_ns()}",
+        "budget_epsilon": budget,
+        "budget_delta": 1e-5,
+        **extra,
+    }
     r = env.client.post("/v1/datasets", json=body, headers=env.h("admin"))
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
@@ -44,8 +47,9 @@ def running_env(make_env: Callable[..., Env], settings: Any) -> Env:
 def test_job_runs_to_completion_and_is_charged(running_env: Env) -> None:
     env = running_env
     ds = _dataset(env)
-    r = env.client.post("/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(5)},
-                        headers=env.h("submit"))
+    r = env.client.post(
+        "/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(5)}, headers=env.h("submit")
+    )
     assert r.status_code == 202, r.text
     job = _wait(env, r.json()["id"], ("succeeded", "failed"))
     assert job["state"] == "succeeded", job["error"]
@@ -66,8 +70,11 @@ def test_job_runs_to_completion_and_is_charged(running_env: Env) -> None:
 
 def test_refusal_at_submission_carries_the_numbers(env: Env) -> None:
     ds = _dataset(env, budget=0.5)
-    r = env.client.post("/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(400)},
-                        headers=env.h("submit"))
+    r = env.client.post(
+        "/v1/jobs",
+        json={"dataset_id": ds["id"], "config": tiny_config(400)},
+        headers=env.h("submit"),
+    )
     assert r.status_code == 409
     body = r.json()
     assert body["budget_epsilon"] == 0.5 and body["requested_epsilon"] > 0.5
@@ -79,12 +86,14 @@ def test_refusal_at_submission_carries_the_numbers(env: Env) -> None:
 def test_invalid_config_is_422_without_echoing_values(env: Env) -> None:
     ds = _dataset(env)
     bad = {"privacy": {"target_epsillon": "SECRET-VALUE"}}
-    r = env.client.post("/v1/jobs", json={"dataset_id": ds["id"], "config": bad},
-                        headers=env.h("submit"))
+    r = env.client.post(
+        "/v1/jobs", json={"dataset_id": ds["id"], "config": bad}, headers=env.h("submit")
+    )
     assert r.status_code == 422
     assert "target_epsillon" in r.text and "SECRET-VALUE" not in r.text
-    r = env.client.post("/v1/jobs", json={"dataset_id": "ds_missing", "config": {}},
-                        headers=env.h("submit"))
+    r = env.client.post(
+        "/v1/jobs", json={"dataset_id": "ds_missing", "config": {}}, headers=env.h("submit")
+    )
     assert r.status_code == 404
 
 
@@ -92,11 +101,14 @@ def test_cancel_running_and_queued_jobs(running_env: Env, monkeypatch: pytest.Mo
     env = running_env
     monkeypatch.setenv("PF_SIM_STEP_SECONDS", "0.05")
     ds = _dataset(env)
-    slow = env.client.post("/v1/jobs", json={"dataset_id": ds["id"],
-                                             "config": tiny_config(400, sigma=4.0)},
-                           headers=env.h("submit")).json()
-    queued = env.client.post("/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(5)},
-                             headers=env.h("submit")).json()
+    slow = env.client.post(
+        "/v1/jobs",
+        json={"dataset_id": ds["id"], "config": tiny_config(400, sigma=4.0)},
+        headers=env.h("submit"),
+    ).json()
+    queued = env.client.post(
+        "/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(5)}, headers=env.h("submit")
+    ).json()
     _wait(env, slow["id"], ("running",))
     r = env.client.post(f"/v1/jobs/{queued['id']}/cancel", headers=env.h("submit"))
     assert r.status_code == 202 and r.json()["state"] == "cancelled"
@@ -104,8 +116,9 @@ def test_cancel_running_and_queued_jobs(running_env: Env, monkeypatch: pytest.Mo
     assert r.status_code == 202
     done = _wait(env, slow["id"], ("cancelled", "failed", "succeeded"))
     assert done["state"] == "cancelled" and 0 < done["steps_done"] < 400
-    assert env.client.post(f"/v1/jobs/{slow['id']}/cancel",
-                           headers=env.h("submit")).status_code == 409
+    assert (
+        env.client.post(f"/v1/jobs/{slow['id']}/cancel", headers=env.h("submit")).status_code == 409
+    )
     status = env.ctx.ledger.budget(ds["id"])
     assert status.committed_epsilon == pytest.approx(status.spent_epsilon)  # released
     assert verify_ledger(env.ctx.db).ok
@@ -116,15 +129,25 @@ def test_lost_worker_is_reaped_and_ledger_stays_correct(running_env: Env) -> Non
     env = running_env
     ds = _dataset(env)
     plan = plan_job(validate_job_config(tiny_config(5)))
-    job = env.ctx.ledger.submit_job(dataset_id=ds["id"], tenant="acme", config=tiny_config(5),
-                                    planned=plan.segments, clip_norm=1.0, delta=1e-5)
+    job = env.ctx.ledger.submit_job(
+        dataset_id=ds["id"],
+        tenant="acme",
+        config=tiny_config(5),
+        planned=plan.segments,
+        clip_norm=1.0,
+        delta=1e-5,
+    )
 
     with env.ctx.db.write_session() as session:  # a worker claimed it and charged 2 steps …
-        session.execute(update(Job).where(Job.id == job.id).values(
-            state="running", attempts=1, heartbeat_at=utcnow()))
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id)
+            .values(state="running", attempts=1, heartbeat_at=utcnow())
+        )
     for _ in range(2):
-        env.ctx.ledger.charge(job.id, DpSegment(noise_multiplier=1.0, sample_rate=job.sample_rate,
-                                                steps=1))
+        env.ctx.ledger.charge(
+            job.id, DpSegment(noise_multiplier=1.0, sample_rate=job.sample_rate, steps=1)
+        )
     # … then died: no more heartbeats. The reaper (0.5 s interval, 2 s timeout) fails it.
     done = _wait(env, job.id, ("failed",), timeout=15)
     assert "worker lost" in done["error"] and done["steps_done"] == 2

@@ -25,15 +25,19 @@ def test_body_over_limit_is_413(make_env: Callable[..., Env]) -> None:
             yield b"a" * 1000
         yield b'"}'
 
-    r = env.client.post("/v1/guard/protect", content=chunks(),
-                        headers={**env.h("guard"), "content-type": "application/json"})
+    r = env.client.post(
+        "/v1/guard/protect",
+        content=chunks(),
+        headers={**env.h("guard"), "content-type": "application/json"},
+    )
     assert r.status_code == 413
 
 
 def test_guard_text_limit_and_protect(make_env: Callable[..., Env]) -> None:
     env = make_env(max_guard_chars=100)
-    r = env.client.post("/v1/guard/protect", json={"text": "my secret is secret"},
-                        headers=env.h("guard"))
+    r = env.client.post(
+        "/v1/guard/protect", json={"text": "my secret is secret"}, headers=env.h("guard")
+    )
     assert r.status_code == 200
     assert r.json() == {"text": "my [REDACTED] is [REDACTED]", "findings": 2}
     assert r.headers["x-request-id"]
@@ -48,10 +52,14 @@ def test_request_id_is_echoed(env: Env) -> None:
 
 def test_metrics_exposes_the_monitoring_series(env: Env) -> None:
     c = env.client
-    ds = c.post("/v1/datasets", json={"name": "m", "budget_epsilon": 3, "budget_delta": 1e-5},
-                headers=env.h("admin")).json()
-    c.post("/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(5)},
-           headers=env.h("submit"))
+    ds = c.post(
+        "/v1/datasets",
+        json={"name": "m", "budget_epsilon": 3, "budget_delta": 1e-5},
+        headers=env.h("admin"),
+    ).json()
+    c.post(
+        "/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(5)}, headers=env.h("submit")
+    )
     c.get("/v1/datasets", headers={"X-API-Key": "wrong"})
     text = c.get("/metrics", headers=env.h("admin")).text
     for series in (
@@ -76,29 +84,45 @@ def test_running_job_noise_and_clip_are_exported(env: Env) -> None:
     from privacy_finetuner.ledger.models import Job
 
     c = env.client
-    ds = c.post("/v1/datasets", json={"name": "r", "budget_epsilon": 3, "budget_delta": 1e-5},
-                headers=env.h("admin")).json()
-    job = c.post("/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(5, sigma=1.25)},
-                 headers=env.h("submit")).json()
+    ds = c.post(
+        "/v1/datasets",
+        json={"name": "r", "budget_epsilon": 3, "budget_delta": 1e-5},
+        headers=env.h("admin"),
+    ).json()
+    job = c.post(
+        "/v1/jobs",
+        json={"dataset_id": ds["id"], "config": tiny_config(5, sigma=1.25)},
+        headers=env.h("submit"),
+    ).json()
     with env.ctx.db.write_session() as session:
         session.execute(update(Job).where(Job.id == job["id"]).values(state="running"))
     env.ctx.metrics.ledger._cached = None  # type: ignore[union-attr]
     text = c.get("/metrics", headers=env.h("admin")).text
-    assert f'job_noise_multiplier{{dataset="{ds["id"]}",job="{job["id"]}",tenant="acme"}} 1.25' in text
+    assert (
+        f'job_noise_multiplier{{dataset="{ds["id"]}",job="{job["id"]}",tenant="acme"}} 1.25' in text
+    )
     assert f'job_clip_norm{{dataset="{ds["id"]}",job="{job["id"]}",tenant="acme"}} 1.0' in text
 
 
 @pytest.mark.postgres
-def test_app_on_postgres(make_env: Callable[..., Env], pg_settings: Settings,
-                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_app_on_postgres(
+    make_env: Callable[..., Env], pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = make_env(**pg_settings.model_dump(include={"database_url", "database_schema"}))
     c = env.client
-    ds = c.post("/v1/datasets", json={"name": "pg", "budget_epsilon": 2.0, "budget_delta": 1e-5},
-                headers=env.h("admin")).json()
-    ok: Any = c.post("/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(5)},
-                     headers=env.h("submit"))
+    ds = c.post(
+        "/v1/datasets",
+        json={"name": "pg", "budget_epsilon": 2.0, "budget_delta": 1e-5},
+        headers=env.h("admin"),
+    ).json()
+    ok: Any = c.post(
+        "/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(5)}, headers=env.h("submit")
+    )
     assert ok.status_code == 202
-    refused = c.post("/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(400)},
-                     headers=env.h("submit"))
+    refused = c.post(
+        "/v1/jobs",
+        json={"dataset_id": ds["id"], "config": tiny_config(400)},
+        headers=env.h("submit"),
+    )
     assert refused.status_code == 409
     assert c.get("/readyz").json()["checks"]["database"] == "ok"

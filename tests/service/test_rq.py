@@ -28,8 +28,7 @@ pytestmark = pytest.mark.redis
 def rq_settings(settings: Settings) -> Iterator[Settings]:
     url = require_service("TEST_REDIS_URL")
     queue = unique_name("pf_q")
-    yield settings.model_copy(update={"redis_url": url, "queue_name": queue,
-                                      "max_job_attempts": 2})
+    yield settings.model_copy(update={"redis_url": url, "queue_name": queue, "max_job_attempts": 2})
     import redis
 
     client = redis.Redis.from_url(url)
@@ -54,8 +53,13 @@ def _start_worker(s: Settings, tmp: Path, step_seconds: float) -> subprocess.Pop
         "PF_LOG_LEVEL": "WARNING",
     }
     log = (tmp / f"worker-{time.monotonic_ns()}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "privacy_finetuner", "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "privacy_finetuner", "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -71,8 +75,9 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     psutil.wait_procs(horses, timeout=10)
 
 
-def _wait(env: Env, job_id: str, cond: Callable[[dict[str, Any]], bool], timeout: float = 60
-          ) -> dict[str, Any]:
+def _wait(
+    env: Env, job_id: str, cond: Callable[[dict[str, Any]], bool], timeout: float = 60
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     job: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -86,20 +91,31 @@ def _wait(env: Env, job_id: str, cond: Callable[[dict[str, Any]], bool], timeout
 def test_rq_worker_runs_jobs_and_survives_a_killed_worker(
     make_env: Callable[..., Env], rq_settings: Settings, tmp_path: Path
 ) -> None:
-    env = make_env(runner=RQRunner(rq_settings), **rq_settings.model_dump(
-        include={"redis_url", "queue_name", "max_job_attempts"}))
+    env = make_env(
+        runner=RQRunner(rq_settings),
+        **rq_settings.model_dump(include={"redis_url", "queue_name", "max_job_attempts"}),
+    )
     assert env.client.get("/readyz").json()["checks"]["redis"] == "ok"
-    ds = env.client.post("/v1/datasets", headers=env.h("admin"),
-                         json={"name": "rq", "budget_epsilon": 8, "budget_delta": 1e-5}).json()
+    ds = env.client.post(
+        "/v1/datasets",
+        headers=env.h("admin"),
+        json={"name": "rq", "budget_epsilon": 8, "budget_delta": 1e-5},
+    ).json()
     worker = _start_worker(rq_settings, tmp_path, step_seconds=0.05)
     try:
-        quick = env.client.post("/v1/jobs", headers=env.h("submit"),
-                                json={"dataset_id": ds["id"], "config": tiny_config(4)}).json()
+        quick = env.client.post(
+            "/v1/jobs",
+            headers=env.h("submit"),
+            json={"dataset_id": ds["id"], "config": tiny_config(4)},
+        ).json()
         done = _wait(env, quick["id"], lambda j: j["state"] in ("succeeded", "failed"))
         assert done["state"] == "succeeded", done["error"]
 
-        slow = env.client.post("/v1/jobs", headers=env.h("submit"), json={
-            "dataset_id": ds["id"], "config": tiny_config(60, sigma=4.0)}).json()
+        slow = env.client.post(
+            "/v1/jobs",
+            headers=env.h("submit"),
+            json={"dataset_id": ds["id"], "config": tiny_config(60, sigma=4.0)},
+        ).json()
         _wait(env, slow["id"], lambda j: j["steps_done"] >= 5)
         _stop(worker, signal.SIGKILL)  # the worker and its work horse die mid-job
         killed_at = _wait(env, slow["id"], lambda j: True)["steps_done"]
