@@ -83,9 +83,15 @@ def test_pods_are_hardened_and_probed(rendered: dict[tuple[str, str], Any]) -> N
 def test_compose_stack_has_every_service_with_healthchecks() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"api", "worker", "postgres", "redis", "prometheus", "grafana"}
-    for name, svc in services.items():
-        assert "healthcheck" in svc, name
+    long_running = {"api", "worker", "postgres", "redis", "prometheus", "grafana"}
+    assert set(services) == long_running | {"volume-init"}  # one-shot chown of the runs volume
+    for name in long_running:
+        assert "healthcheck" in services[name], name
+    for name in ("api", "worker"):
+        assert (
+            services[name]["depends_on"]["volume-init"]["condition"]
+            == "service_completed_successfully"
+        )
     assert {"pgdata", "redisdata", "prometheusdata", "grafanadata"} <= set(compose["volumes"])
     api = services["api"]
     assert api["read_only"] is True and api["user"] == "10001:10001"
