@@ -13,6 +13,7 @@ admin, submit, read and guard scopes (an admin key has them all). Exits 0 when e
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -122,7 +123,7 @@ def run(url: str, key: str, timeout: float) -> None:
         )
         check(kinds.count("charge") == job["steps_done"], "ledger: one charge per step taken")
         check(
-            all(b["prev_hash"] == a["hash"] for a, b in zip(entries, entries[1:])),
+            all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(entries)),
             "ledger entries are hash-chained",
         )
 
