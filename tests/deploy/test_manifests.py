@@ -58,6 +58,26 @@ def test_overlay_has_blue_green_slots_services_hpa_and_policies(
     assert "PRIVACY_CONFIG" in rendered[("ConfigMap", "privacy-finetuner-config")]["data"]
 
 
+def test_network_policies_select_the_right_peers(rendered: dict[tuple[str, str], Any]) -> None:
+    assert (
+        rendered[("NetworkPolicy", "privacy-finetuner-default-deny")]["spec"]["podSelector"] == {}
+    )
+    egress = rendered[("NetworkPolicy", "privacy-finetuner-egress")]["spec"]["egress"]
+    dns = egress[0]["to"][0]
+    assert dns["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert {p["port"] for rule in egress[1:] for p in rule["ports"]} == {5432, 6379, 443}
+    api = rendered[("NetworkPolicy", "privacy-finetuner-api")]["spec"]
+    pod_labels = rendered[("Deployment", "privacy-finetuner-api-blue")]["spec"]["template"][
+        "metadata"
+    ]["labels"]
+    assert api["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    sources = {
+        f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for f in api["ingress"][0]["from"]
+    }
+    assert sources == {"ingress-nginx", "monitoring"}
+
+
 def test_pods_are_hardened_and_probed(rendered: dict[tuple[str, str], Any]) -> None:
     for (kind, name), doc in rendered.items():
         if kind != "Deployment":
