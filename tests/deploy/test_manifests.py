@@ -55,6 +55,15 @@ def test_overlay_has_blue_green_slots_services_hpa_and_policies(
     assert canary["nginx.ingress.kubernetes.io/canary"] == "true"
     assert canary["nginx.ingress.kubernetes.io/canary-weight"] == "0"
     assert ("NetworkPolicy", "privacy-finetuner-default-deny") in rendered
+    for service, slot in (
+        ("privacy-finetuner-api", "blue"),
+        ("privacy-finetuner-api-preview", "green"),
+    ):
+        selector = rendered[("Service", service)]["spec"]["selector"]
+        pod_labels = rendered[("Deployment", f"privacy-finetuner-api-{slot}")]["spec"]["template"][
+            "metadata"
+        ]["labels"]
+        assert selector.items() <= pod_labels.items(), service
     assert "PRIVACY_CONFIG" in rendered[("ConfigMap", "privacy-finetuner-config")]["data"]
 
 
