@@ -37,9 +37,12 @@ __all__ = [
     "AuditResult",
     "Scorer",
     "analyse_scores",
+    "embed_in_report",
     "group_privacy",
     "render_section",
     "run_audit",
+    "section_for_run",
+    "write_audit",
 ]
 
 AUDIT_FILE = "audit.json"
@@ -307,9 +310,36 @@ def run_audit(
     return result
 
 
+_SECTION_START = '<section id="empirical-privacy">'
+
+
+def embed_in_report(run: Path, section: str) -> bool:
+    """Put ``section`` into the run's ``report.html`` (before the model card, else before
+    ``</body>``), replacing an earlier one. Returns False when there is no report.html."""
+    path = run / "report.html"
+    if not path.is_file():
+        return False
+    html = path.read_text(encoding="utf-8")
+    start = html.find(_SECTION_START)
+    if start >= 0:
+        end = html.find("</section>", start)
+        html = html[:start] + html[end + len("</section>") :] if end >= 0 else html[:start]
+    anchor = html.find("<h2>Model card</h2>")
+    if anchor < 0:
+        anchor = html.rfind("</body>")
+    if anchor < 0:
+        anchor = len(html)
+    tmp = path.with_name(f".{path.name}.audit.tmp")
+    tmp.write_text(html[:anchor] + section + html[anchor:], encoding="utf-8")
+    tmp.replace(path)
+    return True
+
+
 def write_audit(run: Path, result: AuditResult) -> None:
-    """Write ``audit.json`` and a standalone ``audit.html`` holding the section."""
+    """Write ``audit.json`` and a standalone ``audit.html`` holding the section, and embed the
+    section in ``report.html`` when the run has one."""
     (run / AUDIT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
+    embed_in_report(run, render_section(result.to_dict()))
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<title>Empirical privacy</title><style>body{font-family:system-ui,sans-serif;"
@@ -318,6 +348,19 @@ def write_audit(run: Path, result: AuditResult) -> None:
         f"{render_section(result.to_dict())}</body></html>\n"
     )
     (run / AUDIT_HTML_FILE).write_text(page, "utf-8")
+
+
+def section_for_run(run_dir: str | Path) -> str:
+    """The "Empirical privacy" section of a run from its ``audit.json``; "" when not audited
+    (for the report writer to embed natively)."""
+    path = Path(run_dir) / AUDIT_FILE
+    if not path.is_file():
+        return ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return render_section(data)
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return ""
 
 
 def _fmt(x: Any, spec: str = ".3g") -> str:

@@ -166,3 +166,32 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit) as missing:
         main(["audit", str(tmp_path / "none")])
     assert missing.value.code == 2
+
+
+def test_section_is_embedded_in_report_html_once(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path, epsilon=8.0)
+    (run / "report.html").write_text(
+        "<html><body><h1>r</h1><h2>Model card</h2><pre>x</pre></body></html>", encoding="utf-8"
+    )
+    plan = CanaryPlan.load(run / CANARY_FILE)
+    for _ in range(2):
+        run_audit(run, candidates=300, scorer=_scorer(plan, memorised=False))
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert html.count('<section id="empirical-privacy">') == 1
+    assert html.index("Empirical privacy") < html.index("Model card")
+    assert runner.section_for_run(run).startswith("<section")
+    assert runner.section_for_run(tmp_path) == ""
+
+
+def test_training_hooks(tmp_path: Path) -> None:
+    from privacy_finetuner.audit.hooks import add_audit_canaries, finish_audit
+
+    traces, plan = add_audit_canaries([], canaries=20, repeats=2, seed=4)
+    assert len(traces) == 2 * len(plan.members)
+    assert traces[0].messages[-1].role == "assistant"
+    assert {t.user_id for t in traces} == {c.id for c in plan.members}
+    run = tmp_path / "run"
+    run.mkdir()
+    result = finish_audit(run, plan, candidates=200, scorer=_scorer(plan, memorised=False))
+    assert (run / CANARY_FILE).is_file() and (run / "audit.json").is_file()
+    assert result.claimed_epsilon is None
