@@ -15,36 +15,46 @@ from importlib import resources
 
 from privacy_finetuner.guard._model import Finding
 
-__all__ = ["address_findings", "first_names", "name_findings", "surnames"]
+__all__ = [
+    "address_findings",
+    "first_names",
+    "name_findings",
+    "numbered_address_findings",
+    "surnames",
+    "unnumbered_address_findings",
+]
 
-_UP = "A-ZÀ-ÖØ-Þ"
-_LO = "a-zà-öø-ÿß"
+_UP = "A-ZÀ-ÖØ-Þ\u0100-\u017f"
+_LO = "a-zà-öø-ÿß\u0100-\u017f"
 #: One capitalised word ("Anne", "O'Neil", "Bowen-Simpson", "Müller").
-CAP = rf"[{_UP}][{_LO}]+(?:['’\-][{_UP}{_LO}][{_LO}]+)?"
+CAP = rf"[{_UP}](?:[{_LO}]+|(?=['’]))(?:['’\-][{_UP}{_LO}][{_LO}]+)?"
 _PARTICLE = r"(?:van der|van den|van de|von der|de la|de los|van|von|de|der|den|del|della|da|di|du|dos|das|la|le|ten|ter|bin|al)"
 #: A person-name-shaped sequence: one to four capitalised words with optional particles.
 NAME_SEQ = rf"{CAP}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{CAP}){{0,3}}"
 
-_TITLE_RE = re.compile(
-    r"(?<![\w.])(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Herr|Frau|Mme|Mlle|Sr|Sra|Srta|Sig|Sig\.ra"
-    r"|Dott|Dott\.ssa|Dhr|Mevr|Rev|Fr|Capt|Col|Lt|Sgt)\.?[ \t]+(" + NAME_SEQ + ")"
-    r"|(?<![\w.])M\.[ \t]+(" + NAME_SEQ + ")"
+_TITLES = frozenset(
+    "mr mrs ms miss mx dr prof sir dame herr frau mme mlle m sr sra srta sig sig.ra dott "
+    "dott.ssa dhr mevr rev fr capt col lt sgt".split()
 )
-_STRONG_CUES = (
-    r"my name is|my name's|name is|full name|patient name|patient|pt\.?|customer|client|"
-    r"dear|signed|sincerely|regards|best regards|kind regards|cheers|yours|contact person|"
-    r"ich heiße|mein name ist|je m'appelle|je suis|me llamo|mi nombre es|mi chiamo|"
-    r"mijn naam is|nome|nom|nombre|naam|name|attn|attention|recipient|sender|passenger|guest|"
-    r"employee|applicant|tenant|account holder|cardholder|holder|author|spoke with|spoke to|"
-    r"talked to|met with|referred by|seen by|assigned to|reported by|married to"
+_STRONG_CUES = frozenset(
+    """my name is|my name's|name is|full name|patient name|patient|pt|customer|client|dear|
+    signed|sincerely|regards|best regards|kind regards|cheers|yours|contact person|ich heiße|
+    mein name ist|je m'appelle|je suis|me llamo|mi nombre es|mi chiamo|mijn naam is|nome|nom|
+    nombre|naam|name|attn|attention|recipient|sender|passenger|guest|employee|applicant|tenant|
+    account holder|cardholder|holder|author|spoke with|spoke to|talked to|met with|referred by|
+    seen by|assigned to|reported by|married to|contact|name's""".replace("\n", "").split("|")
 )
-_WEAK_CUES = r"i am|i'm|this is|call me|hi|hello|hey|thanks|thank you|from|to|cc|with|ask|by"
-_CUE_RE = re.compile(
-    rf"(?<![\w])(?i:({_STRONG_CUES})|({_WEAK_CUES}))[ \t]*[:,\-]?[ \t]*\n?[ \t]*({NAME_SEQ})"
+_WEAK_CUES = frozenset(
+    "i am|i'm|this is|call me|hi|hello|hey|thanks|thank you|from|to|cc|with|ask|by".split("|")
 )
-_SEQ_RE = re.compile(rf"(?<![\w])({NAME_SEQ})")
-_UPPER_SEQ_RE = re.compile(rf"(?<![\w])([{_UP}]{{2,}}(?:[ \t]+[{_UP}]{{2,}}){{1,3}})(?![\w])")
-_SURNAME_FIRST_RE = re.compile(rf"(?<![\w])([{_UP}][{_UP}{_LO}'’\-]+),[ \t]+({CAP})(?![\w])")
+_CAP_FIRST = rf"[{_UP}](?<![\w\-'’].)(?:[{_LO}]+|(?=['’]))(?:['’\-][{_UP}{_LO}][{_LO}]+)?"
+_SEQ_RE = re.compile(
+    rf"{_CAP_FIRST}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{CAP}){{0,3}}"
+)
+_UPPER_SEQ_RE = re.compile(
+    rf"[{_UP}](?<![\w][{_UP}])[{_UP}]+(?:[ \t]+[{_UP}](?:['’]?[{_UP}])+){{1,3}}(?![\w])"
+)
+_SURNAME_FIRST_RE = re.compile(rf"[{_UP}](?<![\w][{_UP}])[{_UP}{_LO}'’\-]+,[ \t]+{CAP}(?![\w])")
 
 #: Capitalised words that start sentences or headings and are never names on their own.
 _STOP = frozenset(
@@ -58,6 +68,23 @@ _STOP = frozenset(
     error warning info debug note notes subject re fwd mr mrs ms dr prof new old date time
     total amount status tool function result results name email phone address card number
     """.split()
+)
+
+
+_MONTHS = frozenset("january february march april may june july august september october "
+                    "november december monday tuesday wednesday thursday friday saturday sunday".split())
+_TRAILING = _STOP - _MONTHS
+
+#: Capitalised words that may start a sequence before a name ("Dear Anna Smith").
+_LEADING = _STOP | frozenset(
+    "hi hello hey dear thanks cheers regards sincerely patient customer client attn signed "
+    "contact ask call tell email ping".split()
+)
+#: First words of place names ("Port Ashley", "San Valentino"): such sequences are not people.
+_PLACE = frozenset(
+    "port porto lake west east north south new san santa santo sankt st saint sainte fort mount "
+    "bad villa borgo castel castello monte puerto isla ciudad villanueva nieuw oud groot klein "
+    "upper lower great little old".split()
 )
 
 
@@ -81,7 +108,7 @@ def _load(filename: str) -> frozenset[str]:
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     """Drop trailing stop words from a name span ("John Smith Street" stays for the address)."""
     words = text[start:end].split()
-    while len(words) > 1 and words[-1].casefold() in _STOP:
+    while len(words) > 1 and words[-1].casefold() in _TRAILING:
         words.pop()
     return start, start + len(" ".join(words)) if words else end
 
@@ -89,52 +116,84 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
 def _gazetteer_score(words: list[str]) -> float:
     first, last = first_names(), surnames()
     head, tail = words[0].casefold(), words[-1].casefold()
-    if head in _STOP:
-        return 0.0
     if len(words) == 1:
         return 0.45 if head in first else 0.0
     if head in first and (tail in last or tail in first):
         return 0.85
-    if head in first or tail in last:
+    if head in first:
         return 0.65
+    if tail in last:
+        return 0.45
     if any(word.casefold() in last for word in words[1:-1]):
         return 0.55
     return 0.0
 
 
+def _context(text: str, start: int) -> float:
+    """Confidence that the words right before ``start`` introduce a name (0 = no cue).
+
+    1.0 for a title directly before ("Dr.", "Frau"), 0.85 for a strong cue ("my name is",
+    "Patient:", "Dear"), 0.5 for a weak one ("hi", "thanks", "from").
+    """
+    before = text[max(0, start - 28) : start]
+    if not before or before[-1] not in " \t\n:,-":
+        return 0.0
+    words = before.lower().split()
+    if not words:
+        return 0.0
+    last = words[-1]
+    if before[-1] in " \t" and last.rstrip(".") in _TITLES and (last != "m" or last == "m."):
+        return 1.0
+    if before.rstrip(" \t")[-1:] in ".!?":
+        return 0.0
+    tail = " ".join(words[-3:]).rstrip(":,-").strip()
+    for size in (3, 2, 1):
+        phrase = " ".join(tail.split()[-size:])
+        if phrase in _STRONG_CUES:
+            return 0.85
+        if phrase in _WEAK_CUES:
+            return 0.5
+    return 0.0
+
+
 def name_findings(text: str) -> Iterator[Finding]:
     """PERSON findings from titles, cue phrases, gazetteer sequences and SURNAME, Given forms."""
-    for match in _TITLE_RE.finditer(text):
-        group = 1 if match.group(1) else 2
-        start, end = _trim(text, match.start(group), match.end(group))
-        yield Finding(start, end, "PERSON", 0.85, "name.title")
-    for match in _CUE_RE.finditer(text):
-        start, end = _trim(text, match.start(3), match.end(3))
+    first, last = first_names(), surnames()
+    for match in _SEQ_RE.finditer(text):
+        start, end = _trim(text, match.start(), match.end())
         words = text[start:end].split()
-        if words[0].casefold() in _STOP:
+        while words and words[0].casefold().rstrip(",") in _LEADING:
+            start = text.index(words[1], start + len(words[0])) if len(words) > 1 else end
+            words = words[1:]
+        if not words or words[0].casefold() in _PLACE:
             continue
         gaz = _gazetteer_score(words)
-        if match.group(1):
-            score = max(0.8, gaz)
-        else:
-            score = max(gaz, 0.55 if len(words) > 1 else 0.0)
-        if score:
-            yield Finding(start, end, "PERSON", min(0.95, score + 0.05), "name.context")
-    for match in _SEQ_RE.finditer(text):
-        words = match.group(1).split()
-        score = _gazetteer_score(words)
-        if len(words) == 1 and score and _sentence_start(text, match.start()):
-            score = 0.35
-        if score:
-            start, end = _trim(text, match.start(1), match.end(1))
-            yield Finding(start, end, "PERSON", score, "name.gazetteer")
-    for match in _UPPER_SEQ_RE.finditer(text):
-        words = match.group(1).split()
-        if words[0].casefold() in first_names() and words[-1].casefold() in surnames():
-            yield Finding(match.start(1), match.end(1), "PERSON", 0.75, "name.gazetteer")
-    for match in _SURNAME_FIRST_RE.finditer(text):
-        if match.group(1).casefold() in surnames() and match.group(2).casefold() in first_names():
-            yield Finding(match.start(1), match.end(2), "PERSON", 0.8, "name.gazetteer")
+        cue = _context(text, start)
+        if cue >= 1.0:
+            yield Finding(start, end, "PERSON", max(0.85, gaz), "name.title")
+        elif cue >= 0.85:
+            yield Finding(start, end, "PERSON", min(0.95, max(0.85, gaz + 0.1)), "name.context")
+        elif cue:
+            score = max(gaz + 0.15 if gaz else 0.0, 0.6 if len(words) > 1 else 0.0)
+            if score:
+                yield Finding(start, end, "PERSON", min(0.95, score), "name.context")
+        elif gaz:
+            if len(words) == 1 and _sentence_start(text, start):
+                gaz = 0.35
+            yield Finding(start, end, "PERSON", gaz, "name.gazetteer")
+    if _HAS_UPPER_PAIR.search(text):
+        for match in _UPPER_SEQ_RE.finditer(text):
+            words = match.group().split()
+            if words[0].casefold() in first and words[-1].casefold() in last:
+                yield Finding(match.start(), match.end(), "PERSON", 0.75, "name.gazetteer")
+    if "," in text:
+        for match in _SURNAME_FIRST_RE.finditer(text):
+            family, _, given = match.group().partition(",")
+            if family.casefold() in last or given.strip().casefold() in first:
+                yield Finding(match.start(), match.end(), "PERSON", 0.8, "name.gazetteer")
+
+
+_HAS_UPPER_PAIR = re.compile(rf"[{_UP}]{{2}}")
 
 
 def _sentence_start(text: str, index: int) -> bool:
@@ -162,42 +221,84 @@ _EN_SUFFIX = (
 )
 _UNIT = r"(?:,?[ \t]+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg|#)\.?[ \t]*#?[\w\-]+)?"
 _EN_RE = re.compile(
-    r"(?<![\w.])(?:(?:Studio|Flat|Apartment|Apt\.?|Unit|Suite|H\.?[ ]?No\.?)[ \t]*[\w/\-]+,?[ \t]+)?"
-    rf"\d{{1,6}}[A-Za-z]?(?:[/\-]\d{{1,4}})?,?[ \t]+(?:{CAP}[ \t]+){{0,3}}(?:{_EN_SUFFIX})\.?(?![\w]){_UNIT}"
+    rf"\d(?<![\w.]\d)\d{{0,5}}[A-Za-z]?(?:[/\-]\d{{1,4}})?,?[ \t]+(?:{CAP}[ \t]+){{0,3}}"
+    rf"(?:{_EN_SUFFIX})\.?(?![\w]){_UNIT}"
+)
+_UNIT_BEFORE = re.compile(
+    r"(?:Studio|Flat|Apartment|Apt\.?|Unit|Suite|H\.?[ ]?No\.?)[ \t]*[\w/\-]*,?[ \t]*\Z"
 )
 _EN_INDIA_RE = re.compile(rf"H\.?[ ]?No\.?[ \t]*\d[\w/\-]*,?[ \t]+{CAP}(?:[ \t]+{CAP}){{0,3}}")
 _COMPOUND = (
     "straße|strasse|str\\.|weg|platz|allee|gasse|ring|damm|ufer|steig|pfad|chaussee|markt|"
-    "straat|laan|plein|singel|gracht|kade|dijk|hof|pad|dreef|steeg|baan|boulevard|plantsoen|park"
+    "straat|laan|plein|singel|gracht|kade|dijk|hof|pad|dreef|steeg|baan|boulevard|plantsoen|park|"
+    "Straße|Strasse|Weg|Platz|Allee|Gasse|Ring|Damm|Ufer|Steig|Pfad|Markt"
 )
 _COMPOUND_RE = re.compile(
-    rf"(?<![\w])(?:[{_UP}][\w'’]*-)*(?:[{_UP}][{_LO}'’]*?(?:{_COMPOUND})|"
-    r"Straße|Strasse|Weg|Platz|Allee|Gasse|Ring|Damm|Ufer|Steig|Pfad|Markt)"
-    r"[ \t]+\d{1,4}[a-z]?(?:[ \t]?[/\-][ \t]?\d{1,4}[a-z]?)?(?![\w])"
+    rf"(?:{_COMPOUND})[ \t]+\d{{1,4}}[a-z]?(?:[ \t]?[/\-][ \t]?\d{{1,4}}[a-z]?)?(?![\w])"
 )
+_WORD_LEFT = re.compile(rf"(?<![\w\-'’])(?:[{_UP}][\w'’]*-[\w'’\-]*[ \t])?[\w'’\-]*\Z")
 _ROMANCE_TYPES = (
     "Rue|Avenue|Boulevard|Bd|Chemin|Impasse|Allée|Quai|Route|Place|Cours|Passage|Square|Voie|"
-    "Calle|C/|Avenida|Avda\\.|Paseo|Plaza|Rambla|Pasadizo|Vial|Camino|Ronda|Alameda|Cañada|"
+    "Calle|C/|C\\.|Avenida|Avda\\.|Paseo|Plaza|Rambla|Pasadizo|Vial|Camino|Ronda|Alameda|Cañada|"
     "Glorieta|Pasaje|Travesía|Callejón|Urbanización|Acceso|Cuesta|Carretera|Via|Viale|Piazza|"
     "Piazzale|Corso|Borgo|Contrada|Canale|Stretto|Vicolo|Largo|Incrocio|Rotonda|Strada|"
     "Lungomare|Viottolo|Rua|Praça|Travessa|Morro|Núcleo|Pátio|Conjunto|Feira|Favela|Rodovia|"
     "Estrada|Ladeira|Vila|Quadra|Setor|Jardim|Loteamento|Residencial|Chácara|Condomínio|Vereda"
 )
 _LINK = r"(?:(?:de la|de las|de los|de|del|di|della|delle|dei|degli|da|do|dos|das|du|des|le|la|les)[ \t]+|l'|d')"
-_ROMANCE_RE = re.compile(
-    rf"(?<![\w])(?:(\d{{1,4}}(?:[ \t]?(?:bis|ter))?,?[ \t]+)(?i:{_ROMANCE_TYPES})|(?:{_ROMANCE_TYPES}))"
+_ROMANCE_TAIL = (
     rf"[ \t]+{_LINK}*{CAP}(?:[ \t\-]+{_LINK}?{CAP}){{0,3}}"
     r"(,?[ \t]+(?:n\.?[ºo°]?[ \t]*)?\d{1,5}[A-Za-z]?(?:[/\-]\d{1,4})?)?"
-    r"(?:[ \t]+(?:Apt\.|Apto\.?|Piso|Puerta|Appartamento|Interno|Scala|Bloco|Casa)[ \t]*\w+)?"
+    r"(?:[ \t]+(?:Apt\.|Apto\.?|Piso|Puerta|Appartamento|Piano|Interno|Scala|Bloco|Casa)[ \t]*\w+)?"
+)
+_ROMANCE_RE = re.compile(rf"(?:{_ROMANCE_TYPES})" + _ROMANCE_TAIL)
+_ROMANCE_NUMBERED_RE = re.compile(
+    rf"\d(?<![\w.]\d)\d{{0,3}}(?:[ \t]?(?:bis|ter))?,?[ \t]+(?i:{_ROMANCE_TYPES})" + _ROMANCE_TAIL
 )
 
 
 def address_findings(text: str) -> Iterator[Finding]:
     """STREET_ADDRESS findings: house number + street for the supported languages."""
-    for pattern in (_EN_RE, _EN_INDIA_RE, _COMPOUND_RE):
-        for match in pattern.finditer(text):
+    yield from numbered_address_findings(text)
+    yield from unnumbered_address_findings(text)
+
+
+def numbered_address_findings(text: str) -> Iterator[Finding]:
+    """Addresses with a house number (run only near digits)."""
+    for match in _EN_RE.finditer(text):
+        start = match.start()
+        unit = _UNIT_BEFORE.search(text, max(0, start - 24), start)
+        if unit is not None:
+            start = unit.start()
+        yield Finding(start, match.end(), "STREET_ADDRESS", 0.85, "address.grammar")
+    if "No" in text:
+        for match in _EN_INDIA_RE.finditer(text):
             yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.85, "address.grammar")
+    for match in _COMPOUND_RE.finditer(text):
+        left = _WORD_LEFT.search(text, max(0, match.start() - 60), match.start())
+        start = left.start() if left is not None else match.start()
+        if text[start : start + 1].isupper():
+            yield Finding(start, match.end(), "STREET_ADDRESS", 0.85, "address.grammar")
+    for match in _ROMANCE_NUMBERED_RE.finditer(text):
+        yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.85, "address.grammar")
     for match in _ROMANCE_RE.finditer(text):
-        numbered = bool(match.group(1) or match.group(2))
-        score = 0.85 if numbered else 0.55
+        if not match.group(1) or match.start() > 0 and text[match.start() - 1].isalnum():
+            continue
+        yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.85, "address.grammar")
+
+
+_FRENCH_RE = re.compile(
+    rf"(?:rue|avenue|boulevard|chemin|impasse|allée|quai|place)[ \t]+{_LINK}*{CAP}(?:[ \t\-]+{_LINK}?{CAP}){{0,3}}"
+)
+
+
+def unnumbered_address_findings(text: str) -> Iterator[Finding]:
+    """Romance-language streets without a house number ("boulevard Maurice"): low confidence."""
+    for match in _FRENCH_RE.finditer(text):
+        if match.start() == 0 or not text[match.start() - 1].isalnum():
+            yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.7, "address.grammar")
+    for match in _ROMANCE_RE.finditer(text):
+        if match.group(1) or match.start() > 0 and text[match.start() - 1].isalnum():
+            continue
+        score = 0.55
         yield Finding(match.start(), match.end(), "STREET_ADDRESS", score, "address.grammar")

@@ -37,10 +37,25 @@ class Rule:
     name: str
     pattern: re.Pattern[str]
     scorer: Scorer
-    needs: tuple[str, ...] = ()  # skip the rule unless the text has one of these ("digit")
+    needs: tuple[str, ...] = ()  # skip unless the lower-cased text has one ("digit": any digit)
+    anchor: re.Pattern[str] | None = None  # run ``pattern.match`` only where this hits
+    gate: tuple[str, ...] = ()  # skip unless the lower-cased text contains one of these
+    anchor_gate: re.Pattern[str] | None = None  # skip unless this matches somewhere
 
-    def findings(self, text: str) -> Iterator[Finding]:
-        for match in self.pattern.finditer(text):
+    def findings(self, text: str, lower: str | None = None) -> Iterator[Finding]:
+        """Scored findings of this rule in ``text`` (``lower`` is ``text.lower()`` if known)."""
+        if self.gate and not any(word in (lower or text.lower()) for word in self.gate):
+            return
+        if self.anchor_gate is not None and self.anchor_gate.search(text) is None:
+            return
+        if self.anchor is None:
+            matches: Iterator[re.Match[str] | None] = self.pattern.finditer(text)
+        else:
+            source = lower if lower is not None and len(lower) == len(text) else text.lower()
+            matches = (self.pattern.match(text, hit.start()) for hit in self.anchor.finditer(source))
+        for match in matches:
+            if match is None:
+                continue
             result = self.scorer(match, text)
             if result is not None:
                 yield Finding(result[0], result[1], self.entity, result[2], self.name)
@@ -64,24 +79,74 @@ _NEGATIVE_CUE = re.compile(
 )
 
 # --- e-mail -----------------------------------------------------------------------------------
-_EMAIL = re.compile(
-    r"(?<![\w.+\-])[\w.+\-]{1,64}@[\w\-]+(?:\.[\w\-]+)*\.[A-Za-z]{2,24}(?![\w\-])"
-    r"|(?<![\w.])[\w.+\-]{1,64}[ \t]?[\[(\{]at[\])\}][ \t]?[\w\-]+(?:[ \t]?[\[(\{]dot[\])\}][ \t]?[\w\-]+)+"
+_EMAIL_DOMAIN = re.compile(r"@[\w\-]+(?:\.[\w\-]+)*\.[A-Za-z]{2,24}(?![\w\-])")
+_NOT_LOCAL = re.compile(r"[^\w.+\-]")
+_EMAIL_OBFUSCATED = re.compile(
+    r"(?<![\w.])[\w.+\-]{1,64}[ \t]?[\[(\{]at[\])\}][ \t]?[\w\-]+(?:[ \t]?[\[(\{]dot[\])\}][ \t]?[\w\-]+)+"
     r"|(?<![\w.])[\w.+\-]{2,64} at [\w\-]+ dot (?:com|org|net|edu|gov|io|de|fr|es|it|nl|co\.uk|uk)\b"
 )
 
+
+class EmailRule(Rule):
+    """E-mail addresses, found from their ``@`` outwards (and ``name [at] host [dot] com``)."""
+
+    def findings(self, text: str, lower: str | None = None) -> Iterator[Finding]:
+        if "@" in text:
+            for match in _EMAIL_DOMAIN.finditer(text):
+                at = match.start()
+                window = text[max(0, at - 64) : at][::-1]
+                stop = _NOT_LOCAL.search(window)
+                size = stop.start() if stop is not None else len(window)
+                if size:
+                    yield Finding(at - size, match.end(), "EMAIL", 0.95, self.name)
+        source = lower if lower is not None else text.lower()
+        if "at]" in source or "at)" in source or "at}" in source or " dot " in source:
+            for match in _EMAIL_OBFUSCATED.finditer(text):
+                yield Finding(match.start(), match.end(), "EMAIL", 0.8, self.name)
+
 # --- secrets and credentials ------------------------------------------------------------------
-_SECRET = re.compile(
-    r"(?<![A-Za-z0-9])(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA)[A-Z0-9]{16}(?![A-Za-z0-9])"
-    r"|\bgh[pousr]_[A-Za-z0-9]{36,255}\b|\bgithub_pat_[A-Za-z0-9_]{22,255}\b"
-    r"|\bxox[abprse]-[A-Za-z0-9\-]{10,255}"
-    r"|https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]+"
-    r"|\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,255}\b"
-    r"|\bsk-(?:proj-|ant-(?:api\d\d-)?|svcacct-)?[A-Za-z0-9_\-]{20,255}"
-    r"|\bAIza[0-9A-Za-z_\-]{35}\b|\bglpat-[A-Za-z0-9_\-]{20,}\b|\bnpm_[A-Za-z0-9]{36}\b"
-    r"|\bhf_[A-Za-z0-9]{30,}\b|\bSG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}\b"
-    r"|\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{8,}"
-    r"|-----BEGIN[A-Z ]{0,30}PRIVATE KEY( BLOCK)?-----[\s\S]*?-----END[A-Z ]{0,30}PRIVATE KEY( BLOCK)?-----"
+#: (literal that must occur, pattern) for each token format; the literal gates the regex.
+_SIGNATURES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
+    (triggers, re.compile(pattern))
+    for triggers, pattern in (
+        (("AKIA", "ASIA", "AIDA", "AROA", "AGPA", "ANPA"),
+         r"(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA)(?<![A-Za-z0-9]....)[A-Z0-9]{16}(?![A-Za-z0-9])"),
+        (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"gh[pousr]_[A-Za-z0-9]{36,255}\b"),
+        (("github_pat_",), r"github_pat_[A-Za-z0-9_]{22,255}\b"),
+        (("xox",), r"xox[abprse]-[A-Za-z0-9\-]{10,255}"),
+        (("hooks.slack.com",), r"https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]+"),
+        (("_live_", "_test_"), r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,255}\b"),
+        (("sk-",), r"sk-(?<![\w\-]...)(?:proj-|ant-(?:api\d\d-)?|svcacct-)?[A-Za-z0-9_\-]{20,255}"),
+        (("AIza",), r"AIza[0-9A-Za-z_\-]{35}\b"),
+        (("glpat-",), r"glpat-[A-Za-z0-9_\-]{20,}\b"),
+        (("npm_",), r"npm_[A-Za-z0-9]{36}\b"),
+        (("hf_",), r"hf_(?<![\w]...)[A-Za-z0-9]{30,}\b"),
+        (("SG.",), r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}\b"),
+        (("eyJ",), r"eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{8,}"),
+        (("PRIVATE KEY",),
+         r"-----BEGIN[A-Z ]{0,30}PRIVATE KEY( BLOCK)?-----[\s\S]*?-----END[A-Z ]{0,30}PRIVATE KEY( BLOCK)?-----"),
+    )
+)  # fmt: skip
+
+
+_SIGNATURE_GATE = re.compile(
+    r"AKIA|ASIA|AIDA|AROA|AGPA|ANPA|gh[pousr]_|github_pat_|xox|hooks\.slack|_live_|_test_|sk-|"
+    r"AIza|glpat-|npm_|hf_|SG\.|eyJ|PRIVATE KEY"
+)
+
+
+class SignatureRule(Rule):
+    """Secrets with a recognisable format (cloud keys, tokens, JWTs, private-key blocks)."""
+
+    def findings(self, text: str, lower: str | None = None) -> Iterator[Finding]:
+        if _SIGNATURE_GATE.search(text) is None:
+            return
+        for triggers, pattern in _SIGNATURES:
+            if any(trigger in text for trigger in triggers):
+                for match in pattern.finditer(text):
+                    yield Finding(match.start(), match.end(), "SECRET", 0.95, self.name)
+_SECRET_ANCHOR = re.compile(
+    r"pass|pwd|secret|client|api|access|auth|refresh|private|token|key|bearer|aws|x-api"
 )
 _KEYED_SECRET = re.compile(
     r"(?i)(?<![\w])(?:password|passwd|passphrase|pwd|pass|secret|client[_\-]?secret|api[_\-]?key|"
@@ -105,7 +170,7 @@ def _keyed_secret(match: re.Match[str], text: str) -> tuple[int, int, float] | N
 
 
 _URL_CRED = re.compile(
-    r"\b[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://([^\s:/?#@\"']+:[^\s/?#@\"']+)@"
+    r"://([^\s:/?#@\"']+:[^\s/?#@\"']+)@"
     r"|[?&](?:access_token|token|api_key|apikey|key|password|pwd|secret|sig|signature|auth|"
     r"session|sessionid|client_secret|code|X-Amz-Signature|X-Amz-Credential)=([^&\s#\"'<>]{6,})"
 )
@@ -113,11 +178,11 @@ _URL_CRED = re.compile(
 
 def _url_cred(match: re.Match[str], text: str) -> tuple[int, int, float]:
     group = 1 if match.group(1) else 2
-    return match.start(group), match.end(group), 0.9
+    return match.start(group), match.end(group), 0.97
 
 
 # --- payment cards ----------------------------------------------------------------------------
-_CARD = re.compile(r"(?<![\d.\-])\d(?:[ \-]?\d){11,18}(?![\d])")
+_CARD = re.compile(r"\d(?<![\w.\-]\d)(?:[ \-]?\d){11,18}(?![\w])")
 _CARD_CUE = re.compile(r"card|visa|master|amex|credit|debit|cc|pan|payment|kreditkarte|carte|tarjeta")
 
 
@@ -135,7 +200,7 @@ def _card(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
 
 
 # --- IBAN -------------------------------------------------------------------------------------
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b")
+_IBAN = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b")
 
 
 def _iban(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
@@ -152,7 +217,7 @@ def _iban(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
 
 
 # --- national identifiers ---------------------------------------------------------------------
-_SSN = re.compile(r"(?<![\d\-])(\d{3})([\- ]?)(\d{2})\2(\d{4})(?![\d\-])")
+_SSN = re.compile(r"(\d(?<![\d\-]\d)\d{2})([\- ]?)(\d{2})\2(\d{4})(?![\d\-])")
 _SSN_CUE = re.compile(r"ssn|social security|soc\.? sec|tin\b|taxpayer")
 
 
@@ -167,7 +232,7 @@ def _ssn(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
     return match.start(), match.end(), 0.95 if cue else 0.85
 
 
-_NINO = re.compile(r"\b([A-Z]{2})[ ]?\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?[A-D]\b")
+_NINO = re.compile(r"([A-Z](?<!\w[A-Z])[A-Z])[ ]?\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?[A-D]\b")
 
 
 def _nino(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
@@ -176,15 +241,16 @@ def _nino(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
 
 
 _NATIONAL_STRONG = re.compile(
-    r"\b[A-Z]{6}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]\b"  # IT codice fiscale
-    r"|\b[XYZ]?-?\d{7,8}-?[A-Z]\b"  # ES DNI / NIE
-    r"|\b\d{6}[\-+A-FU-Y]\d{3}[0-9A-Y]\b"  # FI HETU
-    r"|\b(?:19|20)?\d{6}[\-+]\d{4}\b"  # SE personnummer, DK CPR
-    r"|\b[12][ ]?\d{2}[ ]?\d{2}[ ]?(?:\d{2}|2[AB])[ ]?\d{3}[ ]?\d{3}[ ]?\d{2}\b"  # FR NIR
+    r"[A-Z](?<!\w[A-Z])[A-Z]{5}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]\b"  # IT codice fiscale
+    r"|[XYZ](?<!\w[XYZ])-?\d{7}-?[A-Z]\b"  # ES NIE
+    r"|\d(?<!\w\d)(?:\d{7}-?[A-Z]\b"  # ES DNI
+    r"|\d{5}[\-+A-FU-Y]\d{3}[0-9A-Y]\b"  # FI HETU
+    r"|(?:\d{2})?\d{5}[\-+]\d{4}\b"  # SE personnummer, DK CPR
+    r"|[ ]?\d{2}[ ]?\d{2}[ ]?(?:\d{2}|2[AB])[ ]?\d{3}[ ]?\d{3}[ ]?\d{2}\b)"  # FR NIR
 )
 _STRONG_MODULES = ("it.codicefiscale", "es.dni", "es.nie", "fi.hetu", "se.personnummer",
                    "dk.cpr", "fr.nir")  # fmt: skip
-_NATIONAL_NUMERIC = re.compile(r"(?<![\w.\-])\d(?:[ .\-]?\d){7,11}(?![\w]|[.\-]\d)")
+_NATIONAL_NUMERIC = re.compile(r"\d(?<![\w.\-]\d)(?:[ .\-]?\d){7,11}(?![\w]|[.\-]\d)")
 _ID_MODULES = ("nl.bsn", "pl.pesel", "be.nn", "at.vnr", "de.idnr", "dk.cpr", "ie.pps",
                "pt.nif", "es.dni", "fr.nir", "se.personnummer", "no.fodselsnummer")  # fmt: skip
 _ID_CUE = re.compile(
@@ -194,6 +260,13 @@ _ID_CUE = re.compile(
     r"\bdni\b|\bnie\b|\bnif\b|codice fiscale|personnummer|hetu|henkilötunnus|\bcpr\b|\bpps\b|"
     r"fødselsnummer|fodselsnummer|tax id|passport"
 )
+
+
+_ID_CUE_WORDS = (
+    "id", "bsn", "pesel", "steuer", "nir", "sécurité", "securite", "insee", "rijksregister",
+    "national", "sozialvers", "vnr", "dni", "nie", "nif", "fiscale", "personnummer", "hetu",
+    "henkilö", "cpr", "pps", "fødsels", "fodsels", "tax", "passport", "citizen", "identi",
+)  # fmt: skip
 
 
 def _national_strong(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
@@ -212,8 +285,12 @@ def _national_numeric(match: re.Match[str], text: str) -> tuple[int, int, float]
 
 
 # --- network ----------------------------------------------------------------------------------
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w]|\.\d)")
+_IPV6_GATE = re.compile(r"[0-9a-fA-F]:[0-9a-fA-F]{0,4}:")
 _IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?:%\w+)?(?![\w:])")
+
+
+_VERSION_BEFORE = re.compile(r"(?:\bv|\bversion:?|\bver\.?|\brelease)[ \t]*$")
 
 
 def _ip(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
@@ -222,8 +299,7 @@ def _ip(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
         return None
     if ":" in value and value.count(":") < 7 and "::" not in value:
         return None
-    context = context_before(text, match.start(), 12)
-    if context.endswith(("v", "version ", "version: ", "ver ")):
+    if _VERSION_BEFORE.search(context_before(text, match.start(), 12)):
         return None
     return match.start(), match.end(), 0.85
 
@@ -242,11 +318,14 @@ _DATE = (
     rf"|\d{{1,2}}(?:st|nd|rd|th|er|º)?\.?[ \t]+(?:of[ \t]+|de[ \t]+)?{_MONTH},?[ \t]+(?:de[ \t]+)?\d{{4}}"
     rf"|{_MONTH}[ \t]+\d{{1,2}}(?:st|nd|rd|th)?,?[ \t]+\d{{4}}"
 )
-_DOB = re.compile(
-    r"(?i)(?<![\w])(?:d\.?o\.?b\.?|date[ _\-]*of[ _\-]*birth|birth[ _\-]*date|birthdate|birthday|"
+_DOB_CUE = (
+    r"d\.?o\.?b\.?|date[ _\-]*of[ _\-]*birth|birth[ _\-]*date|birthdate|birthday|"
     r"born(?:[ \t]+on)?|b\.|geboren(?:[ \t]+am|[ \t]+op)?|geburtsdatum|geb\.|n[ée]e?[ \t]+le|"
     r"date[ \t]+de[ \t]+naissance|fecha[ \t]+de[ \t]+nacimiento|nacid[oa][ \t]+el|"
-    r"data[ \t]+di[ \t]+nascita|nat[oa][ \t]+il|geboortedatum|fec\.?[ \t]*nac\.?)"
+    r"data[ \t]+di[ \t]+nascita|nat[oa][ \t]+il|geboortedatum|fec\.?[ \t]*nac\.?"
+)
+_DOB = re.compile(
+    rf"(?i)(?<![\w])(?:{_DOB_CUE})"
     rf"[\s:=\"'\-]{{0,6}}(?:is[ \t]+|was[ \t]+|on[ \t]+|am[ \t]+|le[ \t]+|el[ \t]+|il[ \t]+|op[ \t]+)?({_DATE})(?!\d)"
 )
 
@@ -260,7 +339,7 @@ MRN_PATTERN = (
 
 # --- phones -----------------------------------------------------------------------------------
 _PHONE = re.compile(
-    r"(?<![\w+./\-])(?:\+|00|\()?\d[\d() .\-/]{4,22}\d"
+    r"[+(\d](?<![\w+./\-:].)[\d() .\-/]{4,22}\d"
     r"(?:[ \t]?(?:x|ext\.?|extension)[ \t]?\d{1,6})?(?![\w\-/]|\.\d)"
 )
 _PHONE_CUE = re.compile(
@@ -271,29 +350,46 @@ _DATE_LIKE = re.compile(r"\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}|\d{1,2}[\-/.]\d{1,2}[\
 _EXT = re.compile(r"[ \t]?(?:x|ext\.?|extension)[ \t]?\d{1,6}$")
 
 
+_DECIMAL_OR_SSN = re.compile(r"\d+\.\d+|\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4}")
+_NANP = re.compile(r"(?:\+?1[ .\-]?)?\(?\d{3}\)?[ .\-]?\d{3}[ .\-]\d{4}")
+_SEPARATED = re.compile(r"\d[ .\-/]\(?\d|\d\)")
+
+
+def _country_code_ok(digits: str) -> bool:
+    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
+
+    return any(int(digits[:size]) in COUNTRY_CODE_TO_REGION_CODE for size in (1, 2, 3))
+
+
 def _phone(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
     value = match.group()
     if _DATE_LIKE.fullmatch(value) or value.count(".") == 3 and "(" not in value:
         return None
-    core = _EXT.sub("", value)
+    core = _EXT.sub("", value).strip()
     digits = digits_of(core)
     if not 7 <= len(digits) <= 15 or core.count("(") != core.count(")"):
         return None
+    if _DECIMAL_OR_SSN.fullmatch(core):
+        return None
     context = context_before(text, match.start(), 32)
-    cue = bool(_PHONE_CUE.search(context))
-    if not cue and _NEGATIVE_CUE.search(context):
+    if _NEGATIVE_CUE.search(context[-14:]):
         return None
-    formatted = core[0] in "+(" or core.startswith("00") or bool(re.search(r"\d[ .\-]\d", core))
-    lib = phone_score(core)
-    if lib >= 1.0:
-        score = 0.75 + (0.1 if formatted else 0.0) + (0.1 if cue else 0.0)
-    elif lib > 0 and formatted:
-        score = 0.55 + (0.25 if cue else 0.0)
-    elif cue and len(digits) >= 7:
-        score = 0.6
+    cue = 0.1 if _PHONE_CUE.search(context) else 0.0
+    international = core.startswith(("+", "00"))
+    if international:
+        national = digits[2:] if core.startswith("00") else digits
+        score = 0.85 if len(digits) >= 8 and _country_code_ok(national) else 0.0
+    elif _NANP.fullmatch(core):
+        score = 0.8
+    elif core.startswith(("0", "(0")) and len(digits) >= 9 and _SEPARATED.search(core):
+        score = 0.75
     else:
-        return None
-    return match.start(), match.end(), score
+        lib = phone_score(core)  # slow path: libphonenumber, for the few odd shapes
+        formatted = bool(_SEPARATED.search(core))
+        score = 0.75 if lib >= 1.0 else 0.55 if lib and formatted else 0.0
+    if not score:
+        return (match.start(), match.end(), 0.6) if cue else None
+    return match.start(), match.end(), min(0.95, score + cue)
 
 
 def _medical(match: re.Match[str], text: str) -> tuple[int, int, float]:
@@ -304,20 +400,29 @@ def _dob(match: re.Match[str], text: str) -> tuple[int, int, float]:
     return match.start(1), match.end(1), 0.9
 
 
+_DOB_ANCHOR = re.compile(_DOB_CUE)
+_MRN_ANCHOR = re.compile(r"mrn|medical|patient|chart|hospital|nhs|record")
+_UNUSED = re.compile(r"(?!)")
+
 RULES: tuple[Rule, ...] = (
-    Rule("EMAIL", "email.regex", _EMAIL, _span(score=0.95), needs=("@", "at")),
-    Rule("SECRET", "secret.signature", _SECRET, _span(score=0.95)),
-    Rule("SECRET", "secret.keyed", _KEYED_SECRET, _keyed_secret),
-    Rule("URL_CREDENTIAL", "url.credential", _URL_CRED, _url_cred, needs=("=", "@")),
+    EmailRule("EMAIL", "email.regex", _UNUSED, _span()),
+    SignatureRule("SECRET", "secret.signature", _UNUSED, _span()),
+    Rule("SECRET", "secret.keyed", _KEYED_SECRET, _keyed_secret, anchor=_SECRET_ANCHOR,
+         gate=("pass", "pwd", "secret", "api", "access", "auth", "refresh", "private", "token",
+               "key", "bearer", "aws", "client")),
+    Rule("URL_CREDENTIAL", "url.credential", _URL_CRED, _url_cred, needs=("=", "://")),
     Rule("CREDIT_CARD", "card.luhn", _CARD, _card, needs=("digit",)),
     Rule("IBAN", "iban.mod97", _IBAN, _iban, needs=("digit",)),
     Rule("US_SSN", "ssn.structure", _SSN, _ssn, needs=("digit",)),
     Rule("UK_NINO", "nino.structure", _NINO, _nino, needs=("digit",)),
     Rule("NATIONAL_ID", "national_id.stdnum", _NATIONAL_STRONG, _national_strong, needs=("digit",)),
-    Rule("NATIONAL_ID", "national_id.context", _NATIONAL_NUMERIC, _national_numeric, needs=("digit",)),
+    Rule("NATIONAL_ID", "national_id.context", _NATIONAL_NUMERIC, _national_numeric,
+         needs=("digit",), gate=_ID_CUE_WORDS),
     Rule("IP_ADDRESS", "ip.ipv4", _IPV4, _ip, needs=(".",)),
-    Rule("IP_ADDRESS", "ip.ipv6", _IPV6, _ip, needs=(":",)),
-    Rule("DATE_OF_BIRTH", "dob.context", _DOB, _dob, needs=("digit",)),
-    Rule("MEDICAL_RECORD_NUMBER", "mrn.pattern", re.compile(MRN_PATTERN), _medical, needs=("digit",)),
+    Rule("IP_ADDRESS", "ip.ipv6", _IPV6, _ip, needs=("::", ":"), anchor_gate=_IPV6_GATE),
+    Rule("DATE_OF_BIRTH", "dob.context", _DOB, _dob, anchor=_DOB_ANCHOR, needs=("digit",)),
+    Rule("MEDICAL_RECORD_NUMBER", "mrn.pattern", re.compile(MRN_PATTERN), _medical,
+         anchor=_MRN_ANCHOR, needs=("digit",),
+         gate=("mrn", "medical", "patient", "chart", "hospital", "nhs", "record")),
     Rule("PHONE", "phone.libphonenumber", _PHONE, _phone, needs=("digit",)),
-)
+)  # fmt: skip

@@ -68,7 +68,9 @@ def card_brand(digits: str) -> str | None:
         return "discover"
     if (300 <= int(digits[:3]) <= 305 or two in (36, 38, 39)) and 14 <= length <= 19:
         return "diners"
-    if 3528 <= four <= 3589 and 16 <= length <= 19:
+    if (3528 <= four <= 3589 and 16 <= length <= 19) or (
+        digits.startswith(("2131", "1800")) and length == 15
+    ):
         return "jcb"
     if two == 62 and 16 <= length <= 19:
         return "unionpay"

@@ -8,6 +8,7 @@ pairs; :func:`resolve` keeps the best non-overlapping findings.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
@@ -15,16 +16,21 @@ from typing import Protocol, runtime_checkable
 from privacy_finetuner.errors import ConfigError
 from privacy_finetuner.guard._keys_map import KEYED_TEXT_TYPES, entity_for_key
 from privacy_finetuner.guard._model import ENTITY_TYPES, Finding
-from privacy_finetuner.guard._names import CAP, address_findings, name_findings
-from privacy_finetuner.guard._patterns import MRN_PATTERN, RULES, Rule, _medical
+from privacy_finetuner.guard._names import (
+    CAP,
+    name_findings,
+    numbered_address_findings,
+    unnumbered_address_findings,
+)
+from privacy_finetuner.guard._patterns import RULES, Rule, _medical
 
 __all__ = ["BuiltinDetector", "Detector", "resolve"]
 
-_HAS_DIGIT = re.compile(r"\d")
 #: ``"name": "Jane Doe"``, ``name='Jane Doe'``, ``address = "12 Main St"`` in logs and JSON text.
-_KEYED_VALUE = re.compile(
-    r"[\"']?([A-Za-z][\w\-]{1,40})[\"']?[ \t]*[:=][ \t]*(?:\"([^\"\n]{1,200})\"|'([^'\n]{1,200})')"
-)
+_KEYED_VALUE = re.compile(r"[:=][ \t]*(?:\"([^\"\n]{1,200})\"|'([^'\n]{1,200})')")
+_PERSON_VALUE = re.compile(r"[^\W\d_][^\d_@/\\<>{}|=]{1,80}$")
+_KEY_BEFORE = re.compile(r"([A-Za-z][\w\-]{1,40})[\"']?[ \t]*\Z")
+_HAS_KEY_LINE = re.compile(r"(?:name|patient|customer|address|street|dob|birth)[ \t]*:")
 _KEYED_BARE = re.compile(
     rf"(?im)^[ \t]*(name|full name|patient|patient name|customer|address|street|dob|"
     rf"date of birth)[ \t]*:[ \t]*({CAP}[^\n]{{0,80}})$"
@@ -74,44 +80,88 @@ class BuiltinDetector:
                     compiled = re.compile(pattern if _has_group(pattern) else f"({pattern})")
                 except re.error as exc:
                     raise ConfigError(f"invalid MRN pattern #{index}: {exc}") from exc
-                rules.append(Rule("MEDICAL_RECORD_NUMBER", "mrn.custom", compiled, _medical))
-        self._rules = tuple(rules)
-        _ = MRN_PATTERN  # the default pattern is part of RULES
+                rules.append(
+                    Rule("MEDICAL_RECORD_NUMBER", "mrn.custom", compiled, _medical, needs=("digit",))
+                )
+        self._digit_rules = tuple(rule for rule in rules if "digit" in rule.needs)
+        self._text_rules = tuple(rule for rule in rules if "digit" not in rule.needs)
 
     def detect(self, text: str) -> list[Finding]:
-        """Every candidate finding of the enabled entity types (overlaps not yet resolved)."""
+        """Every candidate finding of the enabled entity types (overlaps not yet resolved).
+
+        Rules that need a digit (cards, IBANs, ids, phones, dates, house numbers) only run on
+        windows of ±64 characters around digit runs, which keeps prose cheap.
+        """
         found: list[Finding] = []
-        has_digit = _HAS_DIGIT.search(text) is not None
-        for rule in self._rules:
-            if rule.needs and not any(
-                has_digit if need == "digit" else need in text for need in rule.needs
-            ):
-                continue
-            found.extend(rule.findings(text))
+        lower = text.lower()
+        if len(lower) != len(text):  # a few characters change length when lower-cased
+            lower = text
+        for rule in self._text_rules:
+            if not rule.needs or any(need in lower for need in rule.needs):
+                found.extend(rule.findings(text, lower))
         if "PERSON" in self.entities:
             found.extend(name_findings(text))
         if "STREET_ADDRESS" in self.entities:
-            found.extend(address_findings(text))
+            found.extend(unnumbered_address_findings(text))
         if ":" in text or "=" in text:
-            found.extend(f for f in _keyed_findings(text) if f.type in self.entities)
+            found.extend(f for f in _keyed_findings(text, lower) if f.type in self.entities)
+        for start, end in _digit_windows(text):
+            window, window_lower = text[start:end], lower[start:end]
+            for rule in self._digit_rules:
+                for finding in rule.findings(window, window_lower):
+                    found.append(finding.shifted(start))
+            if "STREET_ADDRESS" in self.entities:
+                found.extend(f.shifted(start) for f in numbered_address_findings(window))
         return found
+
+
+_DIGITS = re.compile(r"\d+")
+_MARGIN = 64
+
+
+def _digit_windows(text: str) -> list[tuple[int, int]]:
+    """Merged ``[start, end)`` windows of ±64 characters around digit runs, cut at spaces."""
+    if len(text) <= 4 * _MARGIN:
+        return [(0, len(text))] if _DIGITS.search(text) else []
+    windows: list[tuple[int, int]] = []
+    for match in _DIGITS.finditer(text):
+        start, end = max(0, match.start() - _MARGIN), match.end() + _MARGIN
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((start, end))
+    out = []
+    for start, end in windows:
+        if start > 0:
+            space = text.rfind(" ", max(0, start - 24), start)
+            start = space + 1 if space >= 0 else start
+        if end < len(text):
+            space = text.find(" ", end, end + 24)
+            end = space if space >= 0 else min(len(text), end)
+        out.append((start, min(end, len(text))))
+    return out
 
 
 def _has_group(pattern: str) -> bool:
     return re.compile(pattern).groups > 0
 
 
-def _keyed_findings(text: str) -> Iterable[Finding]:
+def _keyed_findings(text: str, lower: str) -> Iterable[Finding]:
     """Values whose key names the entity type (``"name": "…"``, ``address='…'``)."""
     for match in _KEYED_VALUE.finditer(text):
-        entity = entity_for_key(match.group(1))
+        key = _KEY_BEFORE.search(text, max(0, match.start() - 44), match.start())
+        if key is None:
+            continue
+        entity = entity_for_key(key.group(1))
         if entity is None or entity not in KEYED_TEXT_TYPES:
             continue
-        group = 2 if match.group(2) is not None else 3
+        group = 1 if match.group(1) is not None else 2
         if match.start(group) == match.end(group):
             continue
+        if entity == "PERSON" and not _PERSON_VALUE.match(match.group(group)):
+            continue
         yield Finding(match.start(group), match.end(group), entity, 0.8, "keyed.value")
-    for match in _KEYED_BARE.finditer(text):
+    for match in _KEYED_BARE.finditer(text) if _HAS_KEY_LINE.search(lower) else ():
         entity = entity_for_key(match.group(1))
         if entity is not None:
             yield Finding(match.start(2), match.end(2), entity, 0.7, "keyed.line")
@@ -121,16 +171,20 @@ def resolve(findings: Iterable[Finding], threshold: float) -> list[Finding]:
     """Best non-overlapping findings at or above ``threshold``, sorted by position.
 
     Higher score wins; at equal score the longer span wins. A finding that overlaps an accepted
-    one is dropped, except that a lower-scored finding extending beyond it is merged so that no
-    character flagged by both is left uncovered.
+    one is dropped.
     """
     ranked = sorted(
         (f for f in findings if f.score >= threshold and f.end > f.start),
         key=lambda f: (-f.score, -(f.end - f.start), f.start),
     )
+    starts: list[int] = []  # accepted spans, kept sorted by start (they never overlap)
     accepted: list[Finding] = []
     for finding in ranked:
-        if all(finding.end <= other.start or finding.start >= other.end for other in accepted):
-            accepted.append(finding)
-    accepted.sort(key=lambda f: f.start)
+        index = bisect.bisect_left(starts, finding.start)
+        if index > 0 and accepted[index - 1].end > finding.start:
+            continue
+        if index < len(starts) and starts[index] < finding.end:
+            continue
+        starts.insert(index, finding.start)
+        accepted.insert(index, finding)
     return accepted
