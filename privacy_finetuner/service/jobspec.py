@@ -82,11 +82,15 @@ def plan_job(config: Any, *, num_units: int | None = None) -> JobPlan:
         n = max(1, math.floor(config.data.synthetic.n * (1 - config.data.validation_split)))
     if n is None:
         raise ConfigError("the data set must be registered with num_units to plan this job")
-    try:
-        prepare = importlib.import_module("privacy_finetuner.training.prepare")
-        plan_privacy = getattr(prepare, "plan_privacy", None)
-    except ImportError:  # training extra not installed: same formulas, below
-        plan_privacy = None
+    plan_privacy = None
+    if privacy.noise_multiplier is None or privacy.target_epsilon is not None:
+        # calibration or step truncation: ask the trainer's planner (a fixed σ without a
+        # target needs neither, and the formulas below are the trainer's)
+        try:
+            prepare = importlib.import_module("privacy_finetuner.training.prepare")
+            plan_privacy = getattr(prepare, "plan_privacy", None)
+        except ImportError:  # training extra not installed
+            plan_privacy = None
     if plan_privacy is not None:
         plan = plan_privacy(config, num_units=n)
         segments = [

@@ -72,11 +72,9 @@ class LedgerCollector:
     def _read(self) -> _Snapshot:
         with self.db.read_session() as session:
             datasets = session.scalars(select(Dataset)).all()
-            jobs = (
-                session.execute(
-                    select(Job.tenant, Job.state, func.count()).group_by(Job.tenant, Job.state)
-                ).all()
-            )
+            jobs = session.execute(
+                select(Job.tenant, Job.state, func.count()).group_by(Job.tenant, Job.state)
+            ).all()
             running = session.scalars(select(Job).where(Job.state == "running")).all()
         rows = []
         for ds in datasets:
