@@ -74,7 +74,9 @@ def _from_pretrained(config: ModelConfig) -> tuple[Any, Any]:
     }
     source = str(local) if local.is_dir() else name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, **kwargs
+        )  # nosec B615 - revision is config.model.revision
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)  # nosec B615
     except OSError as exc:
         hint = " (HF_HUB_OFFLINE is set: only the local cache is used)" if offline_mode() else ""
@@ -91,11 +93,13 @@ def load_base_model(
     max_length: int,
     seed: int,
     tokenizer_corpus: Sequence[Any] | None = None,
+    tokenizer_dir: Path | None = None,
 ) -> LoadedModel:
     """The base model and tokenizer named by ``config.name``.
 
     For ``"tiny"`` the tokenizer is trained on ``tokenizer_corpus`` (public synthetic traces; the
     built-in generator is used when it is None) and the model is built from ``config.tiny``.
+    ``tokenizer_dir`` reuses a saved tokenizer instead (a resumed run).
 
     Raises:
         ModelError: the model or tokenizer cannot be loaded.
@@ -104,13 +108,20 @@ def load_base_model(
         from privacy_finetuner.data.synth import generate_traces
         from privacy_finetuner.modeling import tiny
 
-        traces = tokenizer_corpus
-        if traces is None:
-            # A fixed public corpus, independent of the training data and its seed.
-            traces = generate_traces(config.tiny.tokenizer_corpus_size, seed=7919).traces
-        tokenizer = tiny.train_tiny_tokenizer(
-            tiny.tokenizer_corpus(traces), vocab_size=config.tiny.vocab_size
-        )
+        if tokenizer_dir is not None:
+            from transformers import AutoTokenizer
+
+            tokenizer = _prepare_tokenizer(
+                AutoTokenizer.from_pretrained(tokenizer_dir)
+            )  # nosec B615 - local dir
+        else:
+            traces = tokenizer_corpus
+            if traces is None:
+                # A fixed public corpus, independent of the training data and its seed.
+                traces = generate_traces(config.tiny.tokenizer_corpus_size, seed=7919).traces
+            tokenizer = tiny.train_tiny_tokenizer(
+                tiny.tokenizer_corpus(traces), vocab_size=config.tiny.vocab_size
+            )
         model = tiny.build_tiny_model(tokenizer, config.tiny, max_length=max_length, seed=seed)
         return LoadedModel(model, tokenizer, "tiny", config.method)
     model, tokenizer = _from_pretrained(config)
@@ -191,7 +202,9 @@ def load_trained(run_dir: str | Path) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(run / "tokenizer"))
+        tokenizer = _prepare_tokenizer(
+            AutoTokenizer.from_pretrained(run / "tokenizer")
+        )  # nosec B615 - local dir
         if info["method"] == "lora":
             from peft import PeftModel
 

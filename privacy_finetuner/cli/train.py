@@ -1,0 +1,133 @@
+"""``privacy-finetuner train``: one command from traces (or the embedded example) to a DP model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from privacy_finetuner.cli._output import console, print_error, print_json
+from privacy_finetuner.errors import ConfigError
+
+__all__ = ["register", "train"]
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. privacy.delta=1e-6), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def train(
+    config: Annotated[
+        Path | None, typer.Argument(help="Job YAML (default: $PRIVACY_CONFIG).", show_default=False)
+    ] = None,
+    example: Annotated[
+        str | None, typer.Option("--example", help="Embedded example job, e.g. support-agent.")
+    ] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", help="Run directory (default runs/<time>).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue an interrupted run directory.")
+    ] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Skip and count invalid records.")
+    ] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="Training traces (JSONL).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="'tiny', path or hub id.")] = None,
+    target_epsilon: Annotated[
+        float | None, typer.Option("--target-epsilon", help="ε budget of the run.")
+    ] = None,
+    delta: Annotated[float | None, typer.Option("--delta", help="δ.")] = None,
+    privacy_unit: Annotated[
+        str | None, typer.Option("--privacy-unit", help="example or user.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Logical steps.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Any config key: --set training.seed=3.")
+    ] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Fine-tune with DP-SGD and write the model, privacy report and model card."""
+    from privacy_finetuner.cli._runtime import quiet_runtime
+    from privacy_finetuner.config import load_config, merge_overrides
+
+    overrides: dict[str, Any] = {}
+    if example is not None:
+        from privacy_finetuner.training.examples import example_overrides
+
+        if config is not None:
+            raise ConfigError("give either a CONFIG file or --example, not both")
+        overrides = example_overrides(example)
+    flags = {
+        "data.path": data,
+        "data.skip_invalid": True if skip_invalid else None,
+        "model.name": model,
+        "privacy.target_epsilon": target_epsilon,
+        "privacy.delta": delta,
+        "privacy.privacy_unit": privacy_unit,
+        "training.max_steps": max_steps,
+    }
+    overrides = merge_overrides(overrides, {k: v for k, v in flags.items() if v is not None})
+    overrides = merge_overrides(overrides, _parse_set(set_ or []))
+    job = load_config(config, overrides)
+    run_dir = resume or output_dir
+    started = time.perf_counter()
+    with quiet_runtime():
+        from privacy_finetuner.training import run_job
+
+        try:
+            result = run_job(
+                job, run_dir, progress=not (no_progress or as_json), resume=resume is not None
+            )
+        except KeyboardInterrupt:
+            where = run_dir or "the run directory"
+            print_error(
+                f"interrupted; checkpoint saved. Continue with: privacy-finetuner train "
+                f"--resume {where}"
+            )
+            raise typer.Exit(130) from None
+    wall = time.perf_counter() - started
+    _report(result, wall, as_json)
+
+
+def _report(result: Any, wall: float, as_json: bool) -> None:
+    metrics = result.metrics or {}
+    payload = {
+        "run_dir": str(result.run_dir),
+        "status": result.status,
+        "epsilon": result.epsilon,
+        "delta": result.delta,
+        "steps": result.steps,
+        "noise_multiplier": result.noise_multiplier,
+        "sample_rate": result.sample_rate,
+        "validation_loss": metrics.get("loss"),
+        "tool_call_exact_match": metrics.get("tool_call_exact_match"),
+        "wall_seconds": round(wall, 1),
+    }
+    if as_json:
+        print_json(payload)
+        return
+    from rich.table import Table
+
+    table = Table(title="DP fine-tuning finished", show_header=False)
+    for key, value in payload.items():
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        table.add_row(key.replace("_", " "), text)
+    console.print(table)
+    if result.report_path is not None:
+        console.print(f"report: {result.report_path.parent / 'report.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``train``."""
+    app.command("train")(train)

@@ -1,0 +1,150 @@
+"""Validation loss, perplexity, tool-call exact match and generation for a (trained) model."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from privacy_finetuner.data.tokenize import EncodedExample, ToolCallPrompt, parse_tool_calls
+
+__all__ = [
+    "EvalResult",
+    "generate_text",
+    "tool_call_exact_match",
+    "validation_loss",
+]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one evaluation."""
+
+    loss: float
+    perplexity: float
+    tool_call_exact_match: float | None
+    tool_call_prompts: int
+    examples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "loss": self.loss,
+            "perplexity": self.perplexity,
+            "tool_call_exact_match": self.tool_call_exact_match,
+            "tool_call_prompts": self.tool_call_prompts,
+            "examples": self.examples,
+        }
+
+
+def validation_loss(
+    model: Any,
+    examples: Sequence[EncodedExample],
+    *,
+    pad_token_id: int,
+    batch_size: int = 16,
+    max_batches: int | None = None,
+) -> float:
+    """Mean cross-entropy per target token over ``examples`` (NaN if there are none)."""
+    import torch
+    from torch.nn import functional as F
+
+    from privacy_finetuner.data.collate import make_collate_fn
+
+    collate = make_collate_fn(pad_token_id)
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for b, start in enumerate(range(0, len(examples), batch_size)):
+                if max_batches is not None and b >= max_batches:
+                    break
+                batch = collate(examples[start : start + batch_size])
+                logits = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits
+                labels = batch["labels"][:, 1:]
+                shifted = logits[:, :-1].float()
+                loss = F.cross_entropy(
+                    shifted.reshape(-1, shifted.shape[-1]),
+                    labels.reshape(-1),
+                    ignore_index=-100,
+                    reduction="sum",
+                )
+                total += float(loss)
+                count += int((labels != -100).sum())
+    finally:
+        model.train(was_training)
+    return total / count if count else math.nan
+
+
+def _generate_batch(
+    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int
+) -> list[str]:
+    import torch
+
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    new = out[:, enc["input_ids"].shape[1] :]
+    return [str(t) for t in tokenizer.batch_decode(new, skip_special_tokens=False)]
+
+
+def generate_text(
+    model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 96, batch: int = 16
+) -> list[str]:
+    """Greedy continuations of already-templated ``prompts``."""
+    was_training = model.training
+    model.eval()
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch):
+            outputs.extend(
+                _generate_batch(model, tokenizer, prompts[start : start + batch], max_new_tokens)
+            )
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def _normalise(args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+        for k, v in args.items()
+    }
+
+
+def tool_call_exact_match(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[ToolCallPrompt],
+    *,
+    max_new_tokens: int = 96,
+) -> float | None:
+    """Fraction of prompts whose generated tool calls equal the expected ones: same function
+    names in the same order and the same parsed JSON arguments (numbers compared as numbers)."""
+    if not prompts:
+        return None
+    texts = generate_text(
+        model, tokenizer, [p.prompt for p in prompts], max_new_tokens=max_new_tokens
+    )
+    hits = 0
+    for prompt, text in zip(prompts, texts, strict=True):
+        got = [(name, _normalise(args)) for name, args in parse_tool_calls(text)]
+        want = [(c.name, _normalise(c.arguments)) for c in prompt.expected]
+        hits += int(got == want)
+    return hits / len(prompts)

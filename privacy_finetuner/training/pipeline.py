@@ -1,0 +1,319 @@
+"""``run_job``: config → data → guard → tokenise → DP engine ↔ accountant → model + report.
+
+The CLI's ``train`` and the HTTP service's job runner take this same path. The run directory is
+flagged incomplete until the end (see :mod:`.rundir`); Ctrl-C or ``should_stop`` saves a
+checkpoint that ``resume=True`` continues with the same accountant history and sampler state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from privacy_finetuner.accounting import DpSegment, compute_epsilon
+from privacy_finetuner.config.loader import dump_config, load_config
+from privacy_finetuner.config.schema import JobConfig
+from privacy_finetuner.errors import BudgetExceededError, MissingDependencyError, PrivacyWarning
+from privacy_finetuner.training import rundir
+from privacy_finetuner.training.prepare import Plan, PreparedData, plan_privacy, prepare_data
+
+__all__ = ["RunResult", "run_job"]
+
+_CURVE_DISCRETIZATION = 1e-2  # coarse PLD grid: pessimistic, so curve points never under-state ε
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    Attributes:
+        run_dir: the run directory.
+        epsilon: ε(δ) spent (per privacy unit).
+        delta: δ.
+        steps: logical DP steps taken (including those before a resume).
+        noise_multiplier: σ.
+        sample_rate: q.
+        report_path: ``privacy_report.json``; None if the run was cancelled or interrupted.
+        history: the accountant's segments as dicts (σ, q, steps).
+        status: "completed", "budget_exhausted" (stopped by the budget or the ledger) or
+            "cancelled" (``should_stop``; a checkpoint allows resuming).
+    """
+
+    run_dir: Path
+    epsilon: float
+    delta: float
+    steps: int
+    noise_multiplier: float
+    sample_rate: float
+    report_path: Path | None
+    history: list[dict[str, Any]]
+    status: str = "completed"
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    train_loss: list[list[float]] = field(default_factory=list)
+    validation_loss: list[list[float]] = field(default_factory=list)
+    epsilon: list[list[float]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _torch_modules() -> tuple[Any, Any]:
+    try:
+        import torch
+
+        from privacy_finetuner import engine as engine_module
+    except ModuleNotFoundError as exc:
+        if exc.name in {"torch", "transformers", "peft"}:
+            raise MissingDependencyError("Training", "train") from exc
+        raise
+    return torch, engine_module
+
+
+def _save_checkpoint(run: Path, eng: Any, model: Any, optimizer: Any, state: _State) -> None:
+    tmp = run / (rundir.CHECKPOINT_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    eng.save_checkpoint(tmp / "engine.pt", module=model, optimizer=optimizer)
+    (tmp / "trainer_state.json").write_text(json.dumps(state.to_dict()), encoding="utf-8")
+    final = run / rundir.CHECKPOINT_DIR
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def _curve_epsilon(eng: Any, delta: float) -> float:
+    return compute_epsilon(
+        eng.accountant.history,
+        delta=delta,
+        accountant=eng.accountant.mechanism,
+        pld_discretization=_CURVE_DISCRETIZATION,
+    )
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int, done: int) -> Iterator[Callable[..., None]]:
+    if not enabled:
+        yield lambda **_: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]DP training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  ε {task.fields[eps]}  {task.fields[rate]} steps/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("train", total=total, completed=done, loss="-", eps="0", rate="-")
+
+        def update(**fields: Any) -> None:
+            bar.update(task, **fields)
+
+        yield update
+
+
+def _build(
+    prepared: PreparedData, config: JobConfig, plan: Plan, make_engine: Callable[..., Any] | None
+) -> tuple[Any, Any, Any, Any]:
+    torch, engine_module = _torch_modules()
+    from torch.utils.data import DataLoader
+
+    from privacy_finetuner.data.collate import TraceDataset, make_collate_fn
+    from privacy_finetuner.modeling.loading import apply_finetuning
+
+    training, privacy = config.training, config.privacy
+    loaded = apply_finetuning(prepared.loaded, config.model.lora)
+    model = loaded.model
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if training.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(
+            params, lr=training.learning_rate, weight_decay=training.weight_decay
+        )
+    else:
+        optimizer = torch.optim.SGD(params, lr=training.learning_rate, momentum=0.9)
+    dataset = TraceDataset(prepared.train)
+    units = prepared.num_units(privacy.privacy_unit)
+    loader = DataLoader(
+        dataset,
+        batch_size=min(training.batch_size, units),
+        collate_fn=make_collate_fn(loaded.tokenizer.pad_token_id),
+    )
+    factory = make_engine or engine_module.PrivacyEngine
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrivacyWarning)  # secure_mode=False is in the report
+        eng = factory(
+            accountant=privacy.accountant, secure_mode=privacy.secure_mode, seed=training.seed
+        )
+    model, optimizer, private_loader = eng.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=privacy.max_grad_norm,
+        privacy_unit=privacy.privacy_unit,
+        max_physical_batch_size=privacy.max_physical_batch_size,
+        max_examples_per_user=privacy.max_examples_per_user,
+        user_ids=dataset.user_ids if privacy.privacy_unit == "user" else None,
+        poisson_sampling=True,
+    )
+    if not math.isclose(eng.sample_rate, plan.sample_rate, rel_tol=1e-9):
+        raise RuntimeError(
+            f"engine sample rate {eng.sample_rate} differs from the planned {plan.sample_rate}"
+        )
+    return eng, model, optimizer, private_loader
+
+
+def _evaluate(
+    prepared: PreparedData, model: Any, config: JobConfig, *, full: bool
+) -> dict[str, Any]:
+    from privacy_finetuner.training.evaluation import tool_call_exact_match, validation_loss
+
+    pad = prepared.loaded.tokenizer.pad_token_id
+    batches = None if full else config.training.eval_batches
+    loss = validation_loss(model, prepared.validation, pad_token_id=pad, max_batches=batches)
+    out: dict[str, Any] = {"loss": loss, "perplexity": math.exp(loss) if loss < 50 else math.inf}
+    if full:
+        out["tool_call_exact_match"] = tool_call_exact_match(
+            model, prepared.loaded.tokenizer, prepared.prompts
+        )
+        out["tool_call_prompts"] = len(prepared.prompts)
+        out["examples"] = len(prepared.validation)
+    return out
+
+
+def run_job(
+    config: JobConfig,
+    run_dir: Path | None = None,
+    *,
+    progress: bool = False,
+    before_step: Callable[[DpSegment], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = False,
+    make_engine: Callable[..., Any] | None = None,
+) -> RunResult:
+    """Run one DP fine-tuning job end to end.
+
+    Args:
+        config: the job; on ``resume`` the configuration stored in ``run_dir`` is used instead.
+        run_dir: output directory (default: ``config.output.dir`` or ``runs/<timestamp>``).
+        progress: show a rich progress bar (loss, ε spent, steps/s).
+        before_step: called with ``DpSegment(σ, q, steps=1)`` before each logical step; raising
+            :class:`BudgetExceededError` stops training (the outputs are still written).
+        should_stop: polled before each step; True saves a checkpoint and returns "cancelled".
+        on_event: receives ``{"step", "total_steps", "loss", "epsilon"}`` after each step.
+        resume: continue the run in ``run_dir`` from its checkpoint.
+        make_engine: engine factory (tests); default :class:`privacy_finetuner.PrivacyEngine`.
+
+    Raises:
+        NotFoundError, DataError, DataValidationError, ConfigError: bad input (nothing written).
+        CalibrationError: the target ε is unreachable (nothing written).
+        ModelError, CheckpointError: the model or checkpoint cannot be used.
+        KeyboardInterrupt: after saving a checkpoint (status "interrupted").
+    """
+    if run_dir is None:
+        run_dir = config.output.dir or rundir.default_run_dir()
+    run = Path(run_dir)
+    if resume:
+        config = load_config(run / "config.yaml")
+        rundir.read_status(run)
+    prepared = prepare_data(config, tokenizer_dir=run / "tokenizer" if resume else None)
+    units = prepared.num_units(config.privacy.privacy_unit)
+    plan = plan_privacy(config, num_units=units)
+    created = not run.exists()
+    rundir.mark_started(run, resume=resume)
+    try:
+        if not resume:
+            rundir.atomic_write_text(run / "config.yaml", dump_config(config))
+            prepared.loaded.tokenizer.save_pretrained(run / "tokenizer")
+        eng, model, optimizer, loader = _build(prepared, config, plan, make_engine)
+        state = _State()
+        if resume:
+            eng.load_checkpoint(
+                run / rundir.CHECKPOINT_DIR / "engine.pt", module=model, optimizer=optimizer
+            )
+            raw = json.loads((run / rundir.CHECKPOINT_DIR / "trainer_state.json").read_text())
+            state = _State(**raw)
+        from privacy_finetuner.training.loop import train_loop
+
+        status = train_loop(
+            eng=eng,
+            model=model,
+            optimizer=optimizer,
+            loader=loader,
+            prepared=prepared,
+            config=config,
+            plan=plan,
+            state=state,
+            run=run,
+            progress=progress,
+            before_step=before_step,
+            should_stop=should_stop,
+            on_event=on_event,
+            evaluate=lambda full: _evaluate(prepared, model, config, full=full),
+            checkpoint=lambda: _save_checkpoint(run, eng, model, optimizer, state),
+            curve_epsilon=lambda: _curve_epsilon(eng, config.privacy.delta),
+            progress_bar=_progress_bar,
+        )
+    except KeyboardInterrupt:
+        rundir.mark_finished(run, "interrupted")
+        raise
+    except BaseException as exc:
+        if created and not (run / rundir.CHECKPOINT_DIR).exists() and not resume:
+            shutil.rmtree(run, ignore_errors=True)
+        else:
+            rundir.mark_finished(run, "failed", error=str(exc).splitlines()[0] if str(exc) else "")
+        raise
+    history = [s.to_dict() for s in eng.accountant.history]
+    epsilon = eng.get_epsilon(config.privacy.delta) if eng.steps else 0.0
+    result = RunResult(
+        run_dir=run,
+        epsilon=epsilon,
+        delta=config.privacy.delta,
+        steps=eng.steps,
+        noise_multiplier=plan.noise_multiplier,
+        sample_rate=plan.sample_rate,
+        report_path=None,
+        history=history,
+        status=status,
+    )
+    if status == "cancelled":
+        rundir.mark_finished(run, "cancelled", step=eng.steps)
+        return result
+    from privacy_finetuner.training.finish import finish_run
+
+    result.report_path, result.metrics = finish_run(
+        run,
+        eng,
+        prepared,
+        config,
+        plan,
+        state,
+        status,
+        epsilon,
+        lambda: _evaluate(prepared, model, config, full=True),
+    )
+    rundir.mark_finished(run, status, step=eng.steps, epsilon=epsilon)
+    return result
+
+
+_ = BudgetExceededError  # re-exported in docs: before_step may raise it

@@ -1,0 +1,226 @@
+"""Everything before the first DP step: data, guard, split, tokenizer and model, encoding, σ.
+
+All of it runs *before* the run directory is created, so bad input (a missing file, an invalid
+record, an empty data set, an unreachable ε) fails with one message and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from privacy_finetuner.accounting import (
+    DpSegment,
+    calibrate_noise_multiplier,
+    check_delta,
+    compute_epsilon,
+    max_steps_within_budget,
+)
+from privacy_finetuner.config.schema import GuardConfig, JobConfig
+from privacy_finetuner.data.loaders import InvalidRecord, load_traces
+from privacy_finetuner.data.records import Trace, parse_trace
+from privacy_finetuner.data.synth import Canary, generate_traces
+from privacy_finetuner.data.tokenize import (
+    EncodedExample,
+    EncodingStats,
+    ToolCallPrompt,
+    encode_traces,
+    tool_call_prompts,
+)
+from privacy_finetuner.errors import CalibrationError, DataError, PrivacyWarning
+from privacy_finetuner.modeling.loading import LoadedModel, load_base_model
+
+__all__ = ["GuardOutcome", "Plan", "PreparedData", "apply_guard", "plan_privacy", "prepare_data"]
+
+
+@dataclass
+class GuardOutcome:
+    """What the context guard did: redaction counts by entity type, or why it did not run."""
+
+    applied: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    note: str | None = None
+
+
+@dataclass
+class PreparedData:
+    """Validated, guarded, split and encoded data plus the base model."""
+
+    loaded: LoadedModel
+    train: list[EncodedExample]
+    validation: list[EncodedExample]
+    prompts: list[ToolCallPrompt]
+    train_stats: EncodingStats
+    num_traces: int
+    invalid: list[InvalidRecord]
+    guard: GuardOutcome
+    source: str
+    canaries: list[Canary] = field(default_factory=list)
+
+    @property
+    def num_users(self) -> int:
+        """Distinct users among the training examples (an example without a user is its own)."""
+        return len({e.user_id or f"__{i}" for i, e in enumerate(self.train)})
+
+    def num_units(self, privacy_unit: str) -> int:
+        """N, the number of privacy units sampling draws from."""
+        return self.num_users if privacy_unit == "user" else len(self.train)
+
+
+def apply_guard(traces: list[Trace], config: GuardConfig) -> tuple[list[Trace], GuardOutcome]:
+    """Run the context guard over every message before anything is tokenised."""
+    if not config.enabled:
+        return traces, GuardOutcome(applied=False, note="disabled in the configuration")
+    try:
+        from privacy_finetuner.guard import ContextGuard
+    except ImportError:
+        warnings.warn(
+            "the context guard is not available; training on unredacted text (DP still applies)",
+            PrivacyWarning,
+            stacklevel=2,
+        )
+        return traces, GuardOutcome(applied=False, note="guard not installed")
+    guard = ContextGuard(
+        strategies=[config.strategy], entities=config.entities, sensitivity=config.sensitivity
+    )
+    counts: dict[str, int] = {}
+    protected: list[Trace] = []
+    for trace in traces:
+        result = guard.protect_messages([m.to_openai() for m in trace.messages])
+        for kind, n in result.counts.items():
+            counts[kind] = counts.get(kind, 0) + int(n)
+        record = {**trace.to_openai(), "messages": list(result.messages)}
+        protected.append(parse_trace(record))
+    return protected, GuardOutcome(applied=True, counts=dict(sorted(counts.items())))
+
+
+def _split(traces: list[Trace], fraction: float, seed: int) -> tuple[list[Trace], list[Trace]]:
+    """Hold out whole users (hash of user id and seed), so no user is in both sets."""
+    if fraction <= 0:
+        return traces, []
+    train: list[Trace] = []
+    val: list[Trace] = []
+    for i, t in enumerate(traces):
+        key = f"{seed}:{t.user_id or f'__trace_{i}'}".encode()
+        bucket = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+        (val if bucket < fraction else train).append(t)
+    if not train:
+        raise DataError("the validation split left no training data; lower validation_split")
+    return train, val
+
+
+def prepare_data(config: JobConfig, *, tokenizer_dir: Path | None = None) -> PreparedData:
+    """Load (or synthesise), validate, guard, split and encode the data; load the base model.
+
+    Raises:
+        NotFoundError, DataValidationError, DataError: bad or empty data.
+        ModelError: the base model cannot be loaded.
+    """
+    data = config.data
+    canaries: list[Canary] = []
+    invalid: list[InvalidRecord] = []
+    if data.path is None:
+        synth = data.synthetic
+        result = generate_traces(
+            synth.n,
+            seed=synth.seed,
+            canaries=synth.canaries,
+            canary_repeats=synth.canary_repeats,
+        )
+        traces, canaries, source = result.traces, result.canaries, f"synthetic(n={synth.n})"
+    else:
+        loaded_file = load_traces(data.path, skip_invalid=data.skip_invalid, format=data.format)
+        traces, invalid, source = loaded_file.traces, loaded_file.invalid, str(data.path)
+    num_traces = len(traces)
+    traces, guard = apply_guard(traces, config.guard)
+    if data.validation_path is not None:
+        val_traces = load_traces(data.validation_path, skip_invalid=data.skip_invalid).traces
+        val_traces, _ = apply_guard(val_traces, config.guard)
+        train_traces = traces
+    else:
+        train_traces, val_traces = _split(traces, data.validation_split, config.training.seed)
+    loaded = load_base_model(
+        config.model,
+        max_length=data.max_length,
+        seed=config.training.seed,
+        tokenizer_dir=tokenizer_dir,
+    )
+    tok = loaded.tokenizer
+    train, stats = encode_traces(train_traces, tok, max_length=data.max_length)
+    if not train:
+        raise DataError("no training example has an assistant token left after truncation")
+    validation, _ = encode_traces(val_traces, tok, max_length=data.max_length)
+    prompts = tool_call_prompts(val_traces[:64], tok)
+    return PreparedData(
+        loaded, train, validation, prompts, stats, num_traces, invalid, guard, source, canaries
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The DP-SGD schedule: σ, q, steps, and the ε it will spend."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    expected_epsilon: float
+    warnings: list[str]
+
+
+def plan_privacy(config: JobConfig, *, num_units: int) -> Plan:
+    """σ for the target ε over the planned steps (or the steps a fixed σ can afford).
+
+    Raises:
+        CalibrationError: the target ε cannot be met with this data size, batch and steps.
+    """
+    privacy, training = config.privacy, config.training
+    q = min(1.0, training.batch_size / num_units)
+    if training.max_steps is not None:
+        steps = training.max_steps
+    else:
+        steps = max(1, math.ceil((training.epochs or 1.0) / q))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PrivacyWarning)
+        check_delta(privacy.delta, dataset_size=num_units)
+    notes = [str(w.message) for w in caught]
+    where = f"n={num_units} {privacy.privacy_unit}s, batch {training.batch_size} (q={q:.4g})"
+    if privacy.noise_multiplier is not None:
+        sigma = privacy.noise_multiplier
+        if privacy.target_epsilon is not None:
+            affordable = max_steps_within_budget(
+                target_epsilon=privacy.target_epsilon,
+                delta=privacy.delta,
+                noise_multiplier=sigma,
+                sample_rate=q,
+                accountant=privacy.accountant,
+                limit=steps,
+            )
+            if affordable == 0:
+                raise CalibrationError(
+                    f"target epsilon {privacy.target_epsilon:g} is unreachable: a single step at "
+                    f"noise multiplier {sigma:g} with {where} already exceeds it"
+                )
+            if affordable < steps:
+                notes.append(f"the budget allows {affordable} of the {steps} planned steps")
+                steps = affordable
+    else:
+        try:
+            sigma = calibrate_noise_multiplier(
+                target_epsilon=privacy.target_epsilon or 0.0,
+                delta=privacy.delta,
+                sample_rate=q,
+                steps=steps,
+                accountant=privacy.accountant,
+                rtol=1e-3,
+            ).noise_multiplier
+        except CalibrationError:
+            raise CalibrationError(
+                f"target epsilon {privacy.target_epsilon:g} is unreachable with {where} and "
+                f"{steps} steps: raise the target, use fewer steps or more data"
+            ) from None
+    segment = DpSegment(noise_multiplier=sigma, sample_rate=q, steps=steps)
+    eps = compute_epsilon([segment], delta=privacy.delta, accountant=privacy.accountant)
+    return Plan(sigma, q, steps, eps, notes)
