@@ -111,9 +111,8 @@ def load_base_model(
         if tokenizer_dir is not None:
             from transformers import AutoTokenizer
 
-            tokenizer = _prepare_tokenizer(
-                AutoTokenizer.from_pretrained(tokenizer_dir)
-            )  # nosec B615 - local dir
+            saved = AutoTokenizer.from_pretrained(tokenizer_dir)  # nosec B615 - local dir
+            tokenizer = _prepare_tokenizer(saved)
         else:
             traces = tokenizer_corpus
             if traces is None:
@@ -202,9 +201,8 @@ def load_trained(run_dir: str | Path) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = _prepare_tokenizer(
-            AutoTokenizer.from_pretrained(run / "tokenizer")
-        )  # nosec B615 - local dir
+        saved = AutoTokenizer.from_pretrained(run / "tokenizer")  # nosec B615 - local dir
+        tokenizer = _prepare_tokenizer(saved)
         if info["method"] == "lora":
             from peft import PeftModel
 
