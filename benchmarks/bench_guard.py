@@ -121,6 +121,13 @@ def guard_detector() -> Callable[[str], Spans]:
 def presidio_detector() -> tuple[Callable[[str], Spans] | None, str]:
     """Presidio's analyzer with spaCy's small English model, or (None, why not)."""
     try:
+        import tldextract
+
+        # Presidio's e-mail recognizer calls tldextract, which would try to download the public
+        # suffix list; this machine is offline, so use the snapshot bundled with tldextract.
+        offline = tldextract.TLDExtract(suffix_list_urls=())
+        tldextract.extract = offline  # type: ignore[assignment]
+        tldextract.tldextract.TLD_EXTRACTOR = offline
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
     except ImportError:

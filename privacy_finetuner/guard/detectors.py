@@ -115,30 +115,27 @@ class BuiltinDetector:
         return found
 
 
-_DIGITS = re.compile(r"\d+")
+_DIGITS = re.compile(r"\d")
 _MARGIN = 64
+#: Digits closer than two margins to each other form one cluster (one window).
+_CLUSTER = re.compile(r"\d(?:\D{0,128}\d)*")
 
 
 def _digit_windows(text: str) -> list[tuple[int, int]]:
-    """Merged ``[start, end)`` windows of ±64 characters around digit runs, cut at spaces."""
+    """``[start, end)`` windows reaching 64 characters beyond each digit cluster, cut at spaces."""
     if len(text) <= 4 * _MARGIN:
         return [(0, len(text))] if _DIGITS.search(text) else []
-    windows: list[tuple[int, int]] = []
-    for match in _DIGITS.finditer(text):
-        start, end = max(0, match.start() - _MARGIN), match.end() + _MARGIN
-        if windows and start <= windows[-1][1]:
-            windows[-1] = (windows[-1][0], end)
-        else:
-            windows.append((start, end))
     out = []
-    for start, end in windows:
+    size = len(text)
+    for match in _CLUSTER.finditer(text):
+        start, end = max(0, match.start() - _MARGIN), min(size, match.end() + _MARGIN)
         if start > 0:
             space = text.rfind(" ", max(0, start - 24), start)
             start = space + 1 if space >= 0 else start
-        if end < len(text):
+        if end < size:
             space = text.find(" ", end, end + 24)
-            end = space if space >= 0 else min(len(text), end)
-        out.append((start, min(end, len(text))))
+            end = space if space >= 0 else end
+        out.append((start, end))
     return out
 
 
