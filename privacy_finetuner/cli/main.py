@@ -24,7 +24,15 @@ from privacy_finetuner.errors import (
 )
 
 #: Modules under privacy_finetuner.cli that contribute commands, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("accounting", "service", "train", "data", "evaluate", "audit", "guard")
+COMMAND_MODULES: tuple[str, ...] = (
+    "accounting",
+    "service",
+    "train",
+    "data",
+    "evaluate",
+    "audit",
+    "guard",
+)
 
 app = typer.Typer(
     name="privacy-finetuner",
