@@ -27,3 +27,18 @@ def test_upgrade_downgrade_upgrade(db: Database) -> None:
     assert not TABLES & set(inspect(db.engine).get_table_names())
     assert upgrade_database(db) == head_revision()
     assert set(inspect(db.engine).get_table_names()) >= TABLES
+
+
+def test_models_match_the_migrations(db: Database) -> None:
+    """No drift between the ORM models and the shipped migrations (alembic autogenerate diff)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from privacy_finetuner.ledger import Base
+    from privacy_finetuner.service.migrate import VERSION_TABLE
+
+    with db.engine.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE, "compare_type": True}
+        )
+        assert compare_metadata(ctx, Base.metadata) == []
