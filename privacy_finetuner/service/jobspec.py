@@ -19,7 +19,11 @@ from typing import Any
 from privacy_finetuner.accounting import DpSegment, calibrate_noise_multiplier
 from privacy_finetuner.errors import ConfigError
 
-__all__ = ["JobPlan", "deep_merge", "plan_job", "validate_job_config"]
+__all__ = ["JobPlan", "check_submitted_config", "deep_merge", "plan_job", "validate_job_config"]
+
+#: Settings a tenant may not choose over HTTP: where data is read from (the data set's registered
+#: ``data_path`` is used), where outputs go (``<runs dir>/<job id>``), and remote code execution.
+_SERVER_ONLY = (("data", "path"), ("data", "validation_path"), ("output", "dir"))
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,25 @@ def load_base_config(path: Path | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"PRIVACY_CONFIG {path}: must be a mapping")
     return data
+
+
+def check_submitted_config(raw: dict[str, Any]) -> None:
+    """Refuse the parts of a config that only the server may set.
+
+    Raises:
+        ConfigError: names the offending key (never its value).
+    """
+    for section, key in _SERVER_ONLY:
+        part = raw.get(section)
+        if isinstance(part, dict) and part.get(key) is not None:
+            raise ConfigError(f"{section}.{key} cannot be set through the API")
+    model = raw.get("model")
+    if isinstance(model, dict):
+        if model.get("trust_remote_code"):
+            raise ConfigError("model.trust_remote_code cannot be enabled through the API")
+        name = model.get("name")
+        if isinstance(name, str) and name.startswith(("/", "~", ".", "\\")):
+            raise ConfigError("model.name must be 'tiny' or a hub id, not a local path")
 
 
 def validate_job_config(raw: dict[str, Any], *, base: dict[str, Any] | None = None) -> Any:

@@ -16,7 +16,11 @@ from privacy_finetuner.ledger.budget import epsilon_of
 from privacy_finetuner.ledger.models import Job
 from privacy_finetuner.service.audit import record_audit
 from privacy_finetuner.service.deps import AppContext, CtxDep, PageParams, require
-from privacy_finetuner.service.jobspec import plan_job, validate_job_config
+from privacy_finetuner.service.jobspec import (
+    check_submitted_config,
+    plan_job,
+    validate_job_config,
+)
 from privacy_finetuner.service.schemas import JobCreate, JobPublic, Page
 from privacy_finetuner.service.security import Principal
 
@@ -92,6 +96,7 @@ def submit_job(body: JobCreate, ctx: CtxDep, who: Submitter, request: Request) -
     except NotFoundError:
         raise HTTPException(status_code=404, detail="data set not found") from None
     try:
+        check_submitted_config(body.config)
         config = validate_job_config(body.config, base=ctx.base_config)
         if ds.data_path:
             config.data.path = Path(ds.data_path)
