@@ -4,7 +4,9 @@ Both runs use the main job (``run_job``) on the same data: synthetic agent trace
 audit canaries (random 12-digit recovery codes stated by the assistant), each included with
 probability ½ and, when included, repeated ``--repeats`` times under one user id. Privacy is
 per user, so one canary is one privacy unit. The non-private run is the same pipeline with the
-noise switched off and clipping made inactive (C = 10⁴).
+noise switched off and clipping made inactive (C = 10⁴) while the accountant still records
+σ = 10: the run *reports* a tiny ε (``reported_epsilon``), which is the planted bug the audit must
+catch (``violation: true``); its ``epsilon`` is null because it is not private at all.
 
 Targets (issue 7): non-private, exposure ≥ 10 bits and ε_lower ≥ 1; DP at ε = 8, median
 exposure ≤ 2 bits.
@@ -35,7 +37,9 @@ def _config(args: argparse.Namespace, data: tuple[Path, Path], private: bool) ->
     if private:
         privacy.update({"target_epsilon": args.epsilon, "max_grad_norm": 1.0})
     else:
-        privacy.update({"target_epsilon": None, "noise_multiplier": 1.0, "max_grad_norm": 1e4})
+        # The planted bug: the engine adds no noise, the accountant records σ = 10 and the run
+        # reports a tiny ε. The audit must catch it (violation: true).
+        privacy.update({"target_epsilon": None, "noise_multiplier": 10.0, "max_grad_norm": 1e4})
     return JobConfig.model_validate(
         {
             "data": {"path": str(data[0]), "validation_path": str(data[1]), "max_length": 96},
@@ -61,6 +65,7 @@ def _summary(result: Any, audit: Any, private: bool, seconds: float) -> dict[str
     loss = mia.get("loss threshold", {})
     return {
         "epsilon": result.epsilon if private else None,
+        "reported_epsilon": result.epsilon,
         "epsilon_lower": d["epsilon_lower"],
         "median_exposure_bits": d["exposure"].get("median_bits"),
         "max_exposure_bits": d["exposure"].get("max_bits"),
@@ -80,12 +85,12 @@ def _summary(result: Any, audit: Any, private: bool, seconds: float) -> dict[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
-    parser.add_argument("--traces", type=int, default=120, help="synthetic agent traces")
+    parser.add_argument("--traces", type=int, default=40, help="synthetic agent traces")
     parser.add_argument("--canaries", type=int, default=64, help="audit canaries m")
     parser.add_argument("--repeats", type=int, default=10, help="copies of an included canary")
-    parser.add_argument("--epochs", type=float, default=12.0)
-    parser.add_argument("--batch-size", type=int, default=32, help="expected users per batch")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--epochs", type=float, default=6.0)
+    parser.add_argument("--batch-size", type=int, default=4, help="expected users per batch")
+    parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--epsilon", type=float, default=8.0)
     parser.add_argument("--candidates", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
