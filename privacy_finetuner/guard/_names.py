@@ -189,7 +189,10 @@ def name_findings(text: str) -> Iterator[Finding]:
     if "," in text:
         for match in _SURNAME_FIRST_RE.finditer(text):
             family, _, given = match.group().partition(",")
-            if family.casefold() in last or given.strip().casefold() in first:
+            key = family.casefold()
+            if key in _LEADING or key in _PLACE:
+                continue
+            if key in last or family.isupper() and given.strip().casefold() in first:
                 yield Finding(match.start(), match.end(), "PERSON", 0.8, "name.gazetteer")
 
 

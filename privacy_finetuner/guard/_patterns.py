@@ -80,7 +80,7 @@ _NEGATIVE_CUE = re.compile(
 
 # --- e-mail -----------------------------------------------------------------------------------
 _EMAIL_DOMAIN = re.compile(r"@[\w\-]+(?:\.[\w\-]+)*\.[A-Za-z]{2,24}(?![\w\-])")
-_NOT_LOCAL = re.compile(r"[^\w.+\-]")
+_NOT_LOCAL = re.compile(r"[^\w.+\-']")
 _EMAIL_OBFUSCATED = re.compile(
     r"(?<![\w.])[\w.+\-]{1,64}[ \t]?[\[(\{]at[\])\}][ \t]?[\w\-]+(?:[ \t]?[\[(\{]dot[\])\}][ \t]?[\w\-]+)+"
     r"|(?<![\w.])[\w.+\-]{2,64} at [\w\-]+ dot (?:com|org|net|edu|gov|io|de|fr|es|it|nl|co\.uk|uk)\b"
