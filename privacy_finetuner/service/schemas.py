@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[dt.datetime, AfterValidator(_utc)]
 
 __all__ = [
+    "ERROR_RESPONSES",
     "AuditEventPublic",
     "DatasetCreate",
     "DatasetPublic",
@@ -45,7 +54,7 @@ class DatasetPublic(BaseModel):
     privacy_unit: str
     num_units: int | None
     description: str
-    created_at: dt.datetime
+    created_at: UtcDatetime
     budget_epsilon: float
     delta: float
     spent_epsilon: float
@@ -63,7 +72,7 @@ class LedgerEntryPublic(BaseModel):
     kind: str
     job_id: str | None
     payload: dict[str, Any]
-    created_at: dt.datetime
+    created_at: UtcDatetime
     prev_hash: str
     hash: str
 
@@ -95,9 +104,9 @@ class JobPublic(BaseModel):
     clip_norm: float
     attempts: int
     cancel_requested: bool
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     error: str | None
     result: dict[str, Any] | None
 
@@ -105,7 +114,7 @@ class JobPublic(BaseModel):
 class AuditEventPublic(BaseModel):
     """Who did what."""
 
-    created_at: dt.datetime
+    created_at: UtcDatetime
     actor: str
     action: str
     resource: str | None
@@ -134,3 +143,14 @@ class ProtectResponse(BaseModel):
 
     text: str
     findings: int | None = None
+
+
+#: Status codes every authenticated route may answer (documented in OpenAPI).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed request body"},
+    401: {"description": "Missing or invalid API key"},
+    403: {"description": "The API key lacks the scope"},
+    404: {"description": "Not found (or another tenant's)"},
+    413: {"description": "Request body or text too large"},
+    429: {"description": "Too many failed authentications from this client"},
+}

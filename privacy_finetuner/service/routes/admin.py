@@ -12,10 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from privacy_finetuner.ledger.models import AuditEvent
 from privacy_finetuner.service.deps import CtxDep, PageParams, require
-from privacy_finetuner.service.schemas import AuditEventPublic, Page
+from privacy_finetuner.service.schemas import ERROR_RESPONSES, AuditEventPublic, Page
 from privacy_finetuner.service.security import Principal
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], responses=ERROR_RESPONSES)
 
 Admin = Annotated[Principal, require("admin")]
 Paging = Annotated[PageParams, Depends()]

@@ -12,6 +12,7 @@ from privacy_finetuner.ledger.models import Dataset, LedgerEntry
 from privacy_finetuner.service.audit import record_audit
 from privacy_finetuner.service.deps import AppContext, CtxDep, PageParams, require
 from privacy_finetuner.service.schemas import (
+    ERROR_RESPONSES,
     DatasetCreate,
     DatasetPublic,
     LedgerEntryPublic,
@@ -19,7 +20,11 @@ from privacy_finetuner.service.schemas import (
 )
 from privacy_finetuner.service.security import Principal
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(
+    prefix="/v1/datasets",
+    tags=["datasets"],
+    responses={**ERROR_RESPONSES, 409: {"description": "A data set with this name exists"}},
+)
 
 Admin = Annotated[Principal, require("admin")]
 Reader = Annotated[Principal, require("read")]

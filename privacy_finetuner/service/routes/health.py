@@ -12,6 +12,8 @@ from privacy_finetuner.service.deps import CtxDep
 
 router = APIRouter(tags=["health"])
 
+_NOT_READY = {503: {"description": "The database or Redis is unreachable"}}
+
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
@@ -43,7 +45,7 @@ def _checks(ctx: Any) -> dict[str, str]:
     return checks
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=_NOT_READY)
 async def readyz(ctx: CtxDep) -> JSONResponse:
     """Readiness: the database (and Redis, when configured) answer."""
     checks = await run_in_threadpool(_checks, ctx)

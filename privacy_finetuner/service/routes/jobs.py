@@ -21,10 +21,17 @@ from privacy_finetuner.service.jobspec import (
     plan_job,
     validate_job_config,
 )
-from privacy_finetuner.service.schemas import JobCreate, JobPublic, Page
+from privacy_finetuner.service.schemas import ERROR_RESPONSES, JobCreate, JobPublic, Page
 from privacy_finetuner.service.security import Principal
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/v1/jobs",
+    tags=["jobs"],
+    responses={
+        **ERROR_RESPONSES,
+        409: {"description": "Refused by the budget, or not in a state that allows it"},
+    },
+)
 
 Submitter = Annotated[Principal, require("submit")]
 Reader = Annotated[Principal, require("read")]

@@ -8,10 +8,14 @@ from fastapi import APIRouter, HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from privacy_finetuner.service.deps import CtxDep, require
-from privacy_finetuner.service.schemas import ProtectRequest, ProtectResponse
+from privacy_finetuner.service.schemas import ERROR_RESPONSES, ProtectRequest, ProtectResponse
 from privacy_finetuner.service.security import Principal
 
-router = APIRouter(prefix="/v1/guard", tags=["guard"])
+router = APIRouter(
+    prefix="/v1/guard",
+    tags=["guard"],
+    responses={**ERROR_RESPONSES, 503: {"description": "The context guard is not installed"}},
+)
 
 Guarded = Annotated[Principal, require("guard")]
 
