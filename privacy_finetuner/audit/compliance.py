@@ -279,6 +279,10 @@ def _g(data: dict[str, Any] | None, *path: str) -> Any:
     return cur
 
 
+def _pct(x: Any) -> str:
+    return f"{x:.0%}" if isinstance(x, (int, float)) and not isinstance(x, bool) else "unknown"
+
+
 def _num(x: Any) -> str:
     return f"{x:.4g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else "unknown"
 
@@ -334,7 +338,7 @@ class _Facts:
         a = ev.audit
         self.audit = (
             f"one-run audit lower bound ε ≥ {_num(a.get('epsilon_lower'))} at "
-            f"{_num(_g(a, 'one_run', 'confidence'))} confidence (proven ε "
+            f"{_pct(_g(a, 'one_run', 'confidence'))} confidence (proven ε "
             f"{_num(a.get('claimed_epsilon'))}); median canary exposure "
             f"{_num(_g(a, 'exposure', 'median_bits'))} bits; membership-inference AUC "
             + ", ".join(f"{m.get('attack')} {_num(m.get('auc'))}" for m in a.get("mia", []))
@@ -394,7 +398,7 @@ def _gdpr(f: _Facts) -> list[Finding]:
     return [
         _f("Art. 5(1)(c) data minimisation", f.guard if f.has_report else "",
            "privacy_report.json › guard", _NO_REPORT, partial=not f.guard_applied),
-        _f("Art. 5(1)(e) storage limitation / (f) integrity and confidentiality", f.dp,
+        _f("Art. 5(1)(f) integrity and confidentiality", f.dp,
            "privacy_report.json › privacy", _NO_REPORT, partial=not f.epsilon_valid),
         _f("Art. 5(2) accountability", "; ".join(x for x in (
             "records: " + ", ".join(logs) if logs else "", f.ledger) if x),

@@ -78,7 +78,7 @@ def test_full_run_maps_evidence_to_all_frameworks(tmp_path: Path) -> None:
     for needle in (
         "Art. 5", "Art. 25", "Art. 32", "Art. 35", "Art. 89", "Safe Harbor", "expert determination",
         "Art. 10", "Art. 12", "Art. 15", "not legal advice", "ε = 7.98", "δ = 1e-05",
-        "per user", "one-run audit lower bound ε ≥ 0.42", "490 identifiers replaced",
+        "per user", "one-run audit lower bound ε ≥ 0.42 at 95% confidence", "490 identifiers replaced",
         "1 ledger entries", "PERSON 340", "US_SSN 4",
     ):  # fmt: skip
         assert needle in md, needle
