@@ -7,6 +7,8 @@ SQLAlchemy and RQ are imported inside the commands.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -60,6 +62,9 @@ def serve(
     settings = _settings()
     configure_logging(settings.log_level)
     _migrated_db().dispose()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # aggregate request metrics over the worker processes (prometheus-client multiprocess)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pf-metrics-")
     uvicorn.run(
         "privacy_finetuner.service.app:create_app_from_env",
         factory=True,
