@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks" / "guard_corpus"))
 
 from generate import generate  # noqa: E402
+
 from privacy_finetuner.guard import ENTITY_TYPES, ContextGuard  # noqa: E402
 
 STRICT_TYPES = ("CREDIT_CARD", "IBAN", "US_SSN", "EMAIL", "PHONE", "SECRET")
@@ -91,7 +92,8 @@ def score(records: Sequence[dict[str, Any]], predictions: Sequence[Spans]) -> di
         "entities": total,
         "leak_rate": leaked / total if total else 0.0,
         "per_type": {
-            t: {"n": n, "leak_rate": lk / n if n else 0.0} for t, (n, lk) in sorted(per_type.items())
+            t: {"n": n, "leak_rate": lk / n if n else 0.0}
+            for t, (n, lk) in sorted(per_type.items())
         },
         "person_held_out": {"n": held[0], "leak_rate": held[1] / held[0] if held[0] else 0.0},
         "precision": true_pos / (true_pos + false_pos) if true_pos + false_pos else 1.0,
@@ -100,7 +102,9 @@ def score(records: Sequence[dict[str, Any]], predictions: Sequence[Spans]) -> di
     }
 
 
-def run(detect: Callable[[str], Spans], records: Sequence[dict[str, Any]]) -> tuple[list[Spans], float]:
+def run(
+    detect: Callable[[str], Spans], records: Sequence[dict[str, Any]]
+) -> tuple[list[Spans], float]:
     """Predictions and throughput (MB of UTF-8 per CPU second)."""
     size = sum(len(r["text"].encode()) for r in records)
     start = time.process_time()
@@ -145,7 +149,7 @@ def presidio_detector() -> tuple[Callable[[str], Spans] | None, str]:
         )
         engine = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
 
-        def detect(text: str) -> Spans:
+        def detect(text: str, engine: AnalyzerEngine = engine) -> Spans:
             return [(r.start, r.end) for r in engine.analyze(text=text, language="en")]
 
         return detect, f"presidio-analyzer + spaCy {model}"
@@ -181,10 +185,18 @@ def table(results: dict[str, Any]) -> str:
             mark = " *" if entity in STRICT_TYPES else ""
             row(
                 f"  leak {entity}{mark}",
-                lambda m, e=entity: _pct(m["per_type"][e]["leak_rate"]) if e in m["per_type"] else "-",
+                lambda m, e=entity: (
+                    _pct(m["per_type"][e]["leak_rate"]) if e in m["per_type"] else "-"
+                ),
             )
-    row("adversarial leak rate", lambda m: _pct(m["adversarial"]["leak_rate"]) if "adversarial" in m else "-")
-    row("adversarial precision", lambda m: f"{m['adversarial']['precision']:.3f}" if "adversarial" in m else "-")
+    row(
+        "adversarial leak rate",
+        lambda m: _pct(m["adversarial"]["leak_rate"]) if "adversarial" in m else "-",
+    )
+    row(
+        "adversarial precision",
+        lambda m: f"{m['adversarial']['precision']:.3f}" if "adversarial" in m else "-",
+    )
     lines.append("* target ≤ 1% leak; overall target ≤ 2% leak, precision ≥ 0.9, ≥ 1 MB/s")
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ from typing import Any
 from faker import Faker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_gazetteer import is_held_out  # noqa: E402
+from build_gazetteer import is_held_out
 
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL")
 KINDS = ("chat", "tool_call", "log", "email", "clinical")
@@ -149,12 +149,23 @@ class CorpusGenerator:
         if kind == 3:
             return "sk-proj-" + token(48)
         if kind == 4:
-            return "xoxb-" + token(11, string.digits) + "-" + token(12, string.digits) + "-" + token(24)
+            return (
+                "xoxb-"
+                + token(11, string.digits)
+                + "-"
+                + token(12, string.digits)
+                + "-"
+                + token(24)
+            )
         if kind == 5:
             header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').decode().rstrip("=")
-            body = base64.urlsafe_b64encode(
-                json.dumps({"sub": token(8), "iat": rng.randrange(10**9, 2 * 10**9)}).encode()
-            ).decode().rstrip("=")
+            body = (
+                base64.urlsafe_b64encode(
+                    json.dumps({"sub": token(8), "iat": rng.randrange(10**9, 2 * 10**9)}).encode()
+                )
+                .decode()
+                .rstrip("=")
+            )
             return f"{header}.{body}.{token(43, alnum + '-_')}"
         return "AIza" + token(35, alnum + "-_")
 
@@ -172,7 +183,7 @@ class CorpusGenerator:
         if kind == 3:
             return f"request id {fake.uuid4()}"
         if kind == 4:
-            return f"commit {hashlib.sha1(str(rng.random()).encode()).hexdigest()}"
+            return f"commit {hashlib.sha1(str(rng.random()).encode(), usedforsecurity=False).hexdigest()}"
         if kind == 5:
             return f"meeting on {fake.date_this_decade().strftime(rng.choice(_DATE_FORMATS))}"
         if kind == 6:
@@ -257,7 +268,9 @@ class CorpusGenerator:
         b.pii("STREET_ADDRESS", fake.street_address().replace("\n", ", ").strip())
         b.add(f'", "city": "{fake.city()}"}}, "payment": {{"card_number": "')
         b.pii("CREDIT_CARD", self.card(fake))
-        b.add(f'", "order_ref": "{self.hard_negative(fake)}", "amount": {self.rng.randrange(5, 900)}}}, ')
+        b.add(
+            f'", "order_ref": "{self.hard_negative(fake)}", "amount": {self.rng.randrange(5, 900)}}}, '
+        )
         b.add(f'"product_name": "{fake.word().title()} {fake.word().title()}", "notes": "')
         self._filler(b, fake)
         b.add(f'{self.hard_negative(fake)}"}}}}\n')

@@ -100,16 +100,24 @@ def _records(source: str, field: str) -> Iterator[tuple[int, dict[str, Any] | No
                     continue
                 try:
                     record = json.loads(line)
-                except ValueError as exc:
-                    raise DataValidationError(f"not valid JSON: {exc.msg}", path=source, line=number) from exc
+                except json.JSONDecodeError as exc:
+                    raise DataValidationError(
+                        f"not valid JSON: {exc.msg}", path=source, line=number
+                    ) from exc
                 if not isinstance(record, dict):
-                    raise DataValidationError("a JSONL record must be an object", path=source, line=number)
+                    raise DataValidationError(
+                        "a JSONL record must be an object", path=source, line=number
+                    )
                 if field not in record:
-                    raise DataValidationError(f"record has no field {field!r}", path=source, line=number)
+                    raise DataValidationError(
+                        f"record has no field {field!r}", path=source, line=number
+                    )
                 value = record[field]
                 if not isinstance(value, str | list):
                     raise DataValidationError(
-                        f"field {field!r} must be text or a list of chat messages", path=source, line=number
+                        f"field {field!r} must be text or a list of chat messages",
+                        path=source,
+                        line=number,
                     )
                 yield number, record, value
         except UnicodeDecodeError as exc:

@@ -13,27 +13,43 @@ __all__ = ["KEYED_TEXT_TYPES", "entity_for_key"]
 _NORMALISE = re.compile(r"[^a-z0-9]")
 
 _EXACT: dict[str, str] = {}
-for _entity, _keys in {
-    "EMAIL": "email emailaddress mail email1 email2 contactemail useremail customeremail",
-    "PHONE": "phone phonenumber mobile mobilenumber tel telephone cell cellphone fax msisdn "
-    "contactphone homephone workphone phoneno",
-    "CREDIT_CARD": "cardnumber creditcard creditcardnumber ccnumber cardno pan card cc ccnum",
-    "IBAN": "iban bankaccount accountnumber ibannumber",
-    "US_SSN": "ssn socialsecuritynumber socialsecurity socsec",
-    "UK_NINO": "nino nationalinsurancenumber ninumber",
-    "NATIONAL_ID": "nationalid idnumber taxid passport passportnumber dni nie nif bsn pesel "
-    "personnummer codicefiscale nir steuerid personalid governmentid",
-    "PERSON": "name fullname firstname lastname surname givenname familyname patientname "
-    "customername contactname recipientname sendername holdername cardholder cardholdername "
-    "accountholder middlename displayname nameoncard guestname passengername employeename",
-    "STREET_ADDRESS": "address street streetaddress address1 address2 addressline1 "
-    "addressline2 addr homeaddress billingaddress shippingaddress mailingaddress line1 line2",
-    "DATE_OF_BIRTH": "dob dateofbirth birthdate birthday birthdt",
-    "IP_ADDRESS": "ip ipaddress clientip remoteaddr remoteip sourceip srcip ipv4 ipv6",
-    "SECRET": "password passwd pwd secret apikey token accesstoken refreshtoken clientsecret "
-    "privatekey authorization authtoken secretkey accesskey sessiontoken passphrase",
-    "MEDICAL_RECORD_NUMBER": "mrn medicalrecordnumber chartnumber patientid medicalrecord",
-}.items():
+_KEYS_BY_ENTITY: tuple[tuple[str, str], ...] = (
+    ("EMAIL", "email emailaddress mail email1 email2 contactemail useremail customeremail"),
+    (
+        "PHONE",
+        "phone phonenumber mobile mobilenumber tel telephone cell cellphone fax msisdn "
+        "contactphone homephone workphone phoneno",
+    ),
+    ("CREDIT_CARD", "cardnumber creditcard creditcardnumber ccnumber cardno pan card cc ccnum"),
+    ("IBAN", "iban bankaccount accountnumber ibannumber"),
+    ("US_SSN", "ssn socialsecuritynumber socialsecurity socsec"),
+    ("UK_NINO", "nino nationalinsurancenumber ninumber"),
+    (
+        "NATIONAL_ID",
+        "nationalid idnumber taxid passport passportnumber dni nie nif bsn pesel "
+        "personnummer codicefiscale nir steuerid personalid governmentid",
+    ),
+    (
+        "PERSON",
+        "name fullname firstname lastname surname givenname familyname patientname "
+        "customername contactname recipientname sendername holdername cardholder cardholdername "
+        "accountholder middlename displayname nameoncard guestname passengername employeename",
+    ),
+    (
+        "STREET_ADDRESS",
+        "address street streetaddress address1 address2 addressline1 "
+        "addressline2 addr homeaddress billingaddress shippingaddress mailingaddress line1 line2",
+    ),
+    ("DATE_OF_BIRTH", "dob dateofbirth birthdate birthday birthdt"),
+    ("IP_ADDRESS", "ip ipaddress clientip remoteaddr remoteip sourceip srcip ipv4 ipv6"),
+    (
+        "SECRET",
+        "password passwd pwd secret apikey token accesstoken refreshtoken clientsecret "
+        "privatekey authorization authtoken secretkey accesskey sessiontoken passphrase",
+    ),
+    ("MEDICAL_RECORD_NUMBER", "mrn medicalrecordnumber chartnumber patientid medicalrecord"),
+)
+for _entity, _keys in _KEYS_BY_ENTITY:
     for _key in _keys.split():
         _EXACT[_key] = _entity
 

@@ -122,7 +122,7 @@ class MessageProtector:
     @staticmethod
     def _keyed_ok(entity: str, value: str) -> bool:
         value = value.strip()
-        if not value or value.startswith("[") and value.endswith("]"):
+        if not value or (value.startswith("[") and value.endswith("]")):
             return False
         if entity == "PERSON":
             return bool(_NAME_LIKE.match(value)) and len(value.split()) <= 6

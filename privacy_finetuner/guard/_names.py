@@ -33,8 +33,37 @@ _PARTICLE = r"(?:van der|van den|van de|von der|de la|de los|van|von|de|der|den|
 NAME_SEQ = rf"{CAP}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{CAP}){{0,3}}"
 
 _TITLES = frozenset(
-    "mr mrs ms miss mx dr prof sir dame herr frau mme mlle m sr sra srta sig sig.ra dott "
-    "dott.ssa dhr mevr rev fr capt col lt sgt".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "mx",
+        "dr",
+        "prof",
+        "sir",
+        "dame",
+        "herr",
+        "frau",
+        "mme",
+        "mlle",
+        "m",
+        "sr",
+        "sra",
+        "srta",
+        "sig",
+        "sig.ra",
+        "dott",
+        "dott.ssa",
+        "dhr",
+        "mevr",
+        "rev",
+        "fr",
+        "capt",
+        "col",
+        "lt",
+        "sgt",
+    ]
 )
 _STRONG_CUES = frozenset(
     """my name is|my name's|name is|full name|patient name|patient|pt|customer|client|dear|
@@ -45,12 +74,26 @@ _STRONG_CUES = frozenset(
     seen by|assigned to|reported by|married to|contact|name's""".replace("\n", "").split("|")
 )
 _WEAK_CUES = frozenset(
-    "i am|i'm|this is|call me|hi|hello|hey|thanks|thank you|from|to|cc|with|ask|by".split("|")
+    [
+        "i am",
+        "i'm",
+        "this is",
+        "call me",
+        "hi",
+        "hello",
+        "hey",
+        "thanks",
+        "thank you",
+        "from",
+        "to",
+        "cc",
+        "with",
+        "ask",
+        "by",
+    ]
 )
 _CAP_FIRST = rf"[{_UP}](?<![\w\-'’].)(?:[{_LO}]+|(?=['’]))(?:['’\-][{_UP}{_LO}][{_LO}]+)?"
-_SEQ_RE = re.compile(
-    rf"{_CAP_FIRST}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{CAP}){{0,3}}"
-)
+_SEQ_RE = re.compile(rf"{_CAP_FIRST}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{CAP}){{0,3}}")
 _UPPER_SEQ_RE = re.compile(
     rf"[{_UP}](?<![\w][{_UP}])[{_UP}]+(?:[ \t]+[{_UP}](?:['’]?[{_UP}])+){{1,3}}(?![\w])"
 )
@@ -58,33 +101,232 @@ _SURNAME_FIRST_RE = re.compile(rf"[{_UP}](?<![\w][{_UP}])[{_UP}{_LO}'’\-]+,[ \
 
 #: Capitalised words that start sentences or headings and are never names on their own.
 _STOP = frozenset(
-    """
-    the a an and or but if in on at to of for from by with this that these those it its is are
-    was were be been i we you he she they my your our their his her me us them please thanks
-    thank hello hi hey dear yes no ok okay not also then there here when where what which who
-    how why monday tuesday wednesday thursday friday saturday sunday january february march
-    april may june july august september october november december street road avenue city
-    order invoice ticket account customer patient doctor team support user assistant system
-    error warning info debug note notes subject re fwd mr mrs ms dr prof new old date time
-    total amount status tool function result results name email phone address card number
-    """.split()
+    [
+        "the",
+        "a",
+        "an",
+        "and",
+        "or",
+        "but",
+        "if",
+        "in",
+        "on",
+        "at",
+        "to",
+        "of",
+        "for",
+        "from",
+        "by",
+        "with",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "i",
+        "we",
+        "you",
+        "he",
+        "she",
+        "they",
+        "my",
+        "your",
+        "our",
+        "their",
+        "his",
+        "her",
+        "me",
+        "us",
+        "them",
+        "please",
+        "thanks",
+        "thank",
+        "hello",
+        "hi",
+        "hey",
+        "dear",
+        "yes",
+        "no",
+        "ok",
+        "okay",
+        "not",
+        "also",
+        "then",
+        "there",
+        "here",
+        "when",
+        "where",
+        "what",
+        "which",
+        "who",
+        "how",
+        "why",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "street",
+        "road",
+        "avenue",
+        "city",
+        "order",
+        "invoice",
+        "ticket",
+        "account",
+        "customer",
+        "patient",
+        "doctor",
+        "team",
+        "support",
+        "user",
+        "assistant",
+        "system",
+        "error",
+        "warning",
+        "info",
+        "debug",
+        "note",
+        "notes",
+        "subject",
+        "re",
+        "fwd",
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "new",
+        "old",
+        "date",
+        "time",
+        "total",
+        "amount",
+        "status",
+        "tool",
+        "function",
+        "result",
+        "results",
+        "name",
+        "email",
+        "phone",
+        "address",
+        "card",
+        "number",
+    ]
 )
 
 
-_MONTHS = frozenset("january february march april may june july august september october "
-                    "november december monday tuesday wednesday thursday friday saturday sunday".split())
+_MONTHS = frozenset(
+    [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ]
+)
 _TRAILING = _STOP - _MONTHS
 
 #: Capitalised words that may start a sequence before a name ("Dear Anna Smith").
 _LEADING = _STOP | frozenset(
-    "hi hello hey dear thanks cheers regards sincerely patient customer client attn signed "
-    "contact ask call tell email ping".split()
+    [
+        "hi",
+        "hello",
+        "hey",
+        "dear",
+        "thanks",
+        "cheers",
+        "regards",
+        "sincerely",
+        "patient",
+        "customer",
+        "client",
+        "attn",
+        "signed",
+        "contact",
+        "ask",
+        "call",
+        "tell",
+        "email",
+        "ping",
+    ]
 )
 #: First words of place names ("Port Ashley", "San Valentino"): such sequences are not people.
 _PLACE = frozenset(
-    "port porto lake west east north south new san santa santo sankt st saint sainte fort mount "
-    "bad villa borgo castel castello monte puerto isla ciudad villanueva nieuw oud groot klein "
-    "upper lower great little old".split()
+    [
+        "port",
+        "porto",
+        "lake",
+        "west",
+        "east",
+        "north",
+        "south",
+        "new",
+        "san",
+        "santa",
+        "santo",
+        "sankt",
+        "st",
+        "saint",
+        "sainte",
+        "fort",
+        "mount",
+        "bad",
+        "villa",
+        "borgo",
+        "castel",
+        "castello",
+        "monte",
+        "puerto",
+        "isla",
+        "ciudad",
+        "villanueva",
+        "nieuw",
+        "oud",
+        "groot",
+        "klein",
+        "upper",
+        "lower",
+        "great",
+        "little",
+        "old",
+    ]
 )
 
 
@@ -101,7 +343,12 @@ def surnames() -> frozenset[str]:
 
 
 def _load(filename: str) -> frozenset[str]:
-    text = resources.files("privacy_finetuner.guard").joinpath("data").joinpath(filename).read_text("utf-8")
+    text = (
+        resources.files("privacy_finetuner.guard")
+        .joinpath("data")
+        .joinpath(filename)
+        .read_text("utf-8")
+    )
     return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
 
 
@@ -192,7 +439,7 @@ def name_findings(text: str) -> Iterator[Finding]:
             key = family.casefold()
             if key in _LEADING or key in _PLACE:
                 continue
-            if key in last or family.isupper() and given.strip().casefold() in first:
+            if key in last or (family.isupper() and given.strip().casefold() in first):
                 yield Finding(match.start(), match.end(), "PERSON", 0.8, "name.gazetteer")
 
 
@@ -222,7 +469,9 @@ _EN_SUFFIX = (
     "Turnpike|Underpass|Union|Unions|Valley|Valleys|Via|Viaduct|View|Views|Village|Villages|"
     "Ville|Vista|Walks|Wall|Ways|Well|Wells|Marg|Nagar|Chowk|Ganj|Path|Colony"
 )
-_UNIT = r"(?:,?[ \t]+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg|#)\.?[ \t]*#?[\w\-]+)?"
+_UNIT = (
+    r"(?:,?[ \t]+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg|#)\.?[ \t]*#?[\w\-]+)?"
+)
 _EN_RE = re.compile(
     rf"\d(?<![\w.]\d)\d{{0,5}}[A-Za-z]?(?:[/\-]\d{{1,4}})?,?[ \t]+(?:{CAP}[ \t]+){{0,3}}"
     rf"(?:{_EN_SUFFIX})\.?(?![\w]){_UNIT}"
@@ -285,7 +534,7 @@ def numbered_address_findings(text: str) -> Iterator[Finding]:
     for match in _ROMANCE_NUMBERED_RE.finditer(text):
         yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.85, "address.grammar")
     for match in _ROMANCE_RE.finditer(text):
-        if not match.group(1) or match.start() > 0 and text[match.start() - 1].isalnum():
+        if not match.group(1) or (match.start() > 0 and text[match.start() - 1].isalnum()):
             continue
         yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.85, "address.grammar")
 
@@ -301,7 +550,7 @@ def unnumbered_address_findings(text: str) -> Iterator[Finding]:
         if match.start() == 0 or not text[match.start() - 1].isalnum():
             yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.7, "address.grammar")
     for match in _ROMANCE_RE.finditer(text):
-        if match.group(1) or match.start() > 0 and text[match.start() - 1].isalnum():
+        if match.group(1) or (match.start() > 0 and text[match.start() - 1].isalnum()):
             continue
         score = 0.55
         yield Finding(match.start(), match.end(), "STREET_ADDRESS", score, "address.grammar")

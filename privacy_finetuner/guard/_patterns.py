@@ -52,7 +52,9 @@ class Rule:
             matches: Iterator[re.Match[str] | None] = self.pattern.finditer(text)
         else:
             source = lower if lower is not None and len(lower) == len(text) else text.lower()
-            matches = (self.pattern.match(text, hit.start()) for hit in self.anchor.finditer(source))
+            matches = (
+                self.pattern.match(text, hit.start()) for hit in self.anchor.finditer(source)
+            )
         for match in matches:
             if match is None:
                 continue
@@ -104,6 +106,7 @@ class EmailRule(Rule):
             for match in _EMAIL_OBFUSCATED.finditer(text):
                 yield Finding(match.start(), match.end(), "EMAIL", 0.8, self.name)
 
+
 # --- secrets and credentials ------------------------------------------------------------------
 #: (literal that must occur, pattern) for each token format; the literal gates the regex.
 _SIGNATURES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
@@ -145,6 +148,8 @@ class SignatureRule(Rule):
             if any(trigger in text for trigger in triggers):
                 for match in pattern.finditer(text):
                     yield Finding(match.start(), match.end(), "SECRET", 0.95, self.name)
+
+
 _SECRET_ANCHOR = re.compile(
     r"pass|pwd|secret|client|api|access|auth|refresh|private|token|key|bearer|aws|x-api"
 )
@@ -183,7 +188,9 @@ def _url_cred(match: re.Match[str], text: str) -> tuple[int, int, float]:
 
 # --- payment cards ----------------------------------------------------------------------------
 _CARD = re.compile(r"\d(?<![\w.\-]\d)(?:[ \-]?\d){11,18}(?![\w])")
-_CARD_CUE = re.compile(r"card|visa|master|amex|credit|debit|cc|pan|payment|kreditkarte|carte|tarjeta")
+_CARD_CUE = re.compile(
+    r"card|visa|master|amex|credit|debit|cc|pan|payment|kreditkarte|carte|tarjeta"
+)
 
 
 def _card(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
@@ -287,7 +294,9 @@ def _national_numeric(match: re.Match[str], text: str) -> tuple[int, int, float]
 # --- network ----------------------------------------------------------------------------------
 _IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w]|\.\d)")
 _IPV6_GATE = re.compile(r"[0-9a-fA-F]:[0-9a-fA-F]{0,4}:")
-_IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?:%\w+)?(?![\w:])")
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?:%\w+)?(?![\w:])"
+)
 
 
 _VERSION_BEFORE = re.compile(r"(?:\bv|\bversion:?|\bver\.?|\brelease)[ \t]*$")
@@ -363,7 +372,7 @@ def _country_code_ok(digits: str) -> bool:
 
 def _phone(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
     value = match.group()
-    if _DATE_LIKE.fullmatch(value) or value.count(".") == 3 and "(" not in value:
+    if _DATE_LIKE.fullmatch(value) or (value.count(".") == 3 and "(" not in value):
         return None
     core = _EXT.sub("", value).strip()
     digits = digits_of(core)

@@ -93,9 +93,7 @@ def iban_is_valid(candidate: str) -> bool:
 
 def ssn_is_valid(area: str, group: str, serial: str) -> bool:
     """US SSN structure: no 000/666/9xx area, no 00 group, no 0000 serial."""
-    return (
-        area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
-    )
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
 _NINO_BAD_PREFIX = frozenset({"BG", "GB", "NK", "KN", "TN", "NT"})
@@ -160,9 +158,10 @@ def stdnum_match(candidate: str, modules: tuple[str, ...]) -> str | None:
     """The first python-stdnum module (``"nl.bsn"``, …) that validates ``candidate``, or None."""
     for name in modules:
         validator: Callable[[str], bool] = _stdnum_module(name).is_valid
+        # a validator that raises on odd input means "not this identifier"
         try:
             if validator(candidate):
                 return name
-        except Exception:  # noqa: S112 - a validator that chokes on odd input means "no"
+        except Exception:  # noqa: S112  # nosec B112
             continue
     return None

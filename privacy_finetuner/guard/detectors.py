@@ -81,7 +81,9 @@ class BuiltinDetector:
                 except re.error as exc:
                     raise ConfigError(f"invalid MRN pattern #{index}: {exc}") from exc
                 rules.append(
-                    Rule("MEDICAL_RECORD_NUMBER", "mrn.custom", compiled, _medical, needs=("digit",))
+                    Rule(
+                        "MEDICAL_RECORD_NUMBER", "mrn.custom", compiled, _medical, needs=("digit",)
+                    )
                 )
         self._digit_rules = tuple(rule for rule in rules if "digit" in rule.needs)
         self._text_rules = tuple(rule for rule in rules if "digit" not in rule.needs)

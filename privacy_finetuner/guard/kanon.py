@@ -97,18 +97,22 @@ def k_anonymize(
     rows = [dict(record) for record in records]
     if rows and len(rows) < k:
         raise InvalidParameterError(f"{len(rows)} records cannot be {k}-anonymous")
-    levels = {qi: 0 for qi in quasi_identifiers}
+    levels = dict.fromkeys(quasi_identifiers, 0)
     tops = {qi: _max_level([row.get(qi) for row in rows]) for qi in quasi_identifiers}
     allowed = int(max_suppression * len(rows))
     while True:
-        keys = [tuple(generalise(row.get(qi), levels[qi]) for qi in quasi_identifiers) for row in rows]
+        keys = [
+            tuple(generalise(row.get(qi), levels[qi]) for qi in quasi_identifiers) for row in rows
+        ]
         sizes = Counter(keys)
         small = sum(size for size in sizes.values() if size < k)
         exhausted = all(levels[qi] >= tops[qi] for qi in quasi_identifiers)
         if small == 0 or small <= allowed or exhausted:
             break
         candidates = [qi for qi in quasi_identifiers if levels[qi] < tops[qi]]
-        distinct = {qi: len({key[quasi_identifiers.index(qi)] for key in keys}) for qi in candidates}
+        distinct = {
+            qi: len({key[quasi_identifiers.index(qi)] for key in keys}) for qi in candidates
+        }
         levels[max(candidates, key=lambda qi: distinct[qi])] += 1
     out: list[dict[str, Any]] = []
     for row, key in zip(rows, keys, strict=True):

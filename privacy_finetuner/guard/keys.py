@@ -112,7 +112,9 @@ class KeyRing:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise GuardKeyError(f"cannot read key file {os.fspath(path)!r}: {exc.strerror}") from exc
+            raise GuardKeyError(
+                f"cannot read key file {os.fspath(path)!r}: {exc.strerror}"
+            ) from exc
         return cls.parse(text)
 
     @classmethod

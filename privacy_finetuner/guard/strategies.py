@@ -15,7 +15,6 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Union
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -28,11 +27,13 @@ __all__ = ["ENCRYPTED_TOKEN", "CustomStrategy", "Replacer", "StrategySpec"]
 
 #: A custom strategy: ``(finding, value) -> replacement``.
 CustomStrategy = Callable[[Finding, str], str]
-StrategyLike = Union[str, Strategy, CustomStrategy]
-StrategySpec = Union[StrategyLike, Sequence[StrategyLike], Mapping[str, StrategyLike]]
+StrategyLike = str | Strategy | CustomStrategy
+StrategySpec = StrategyLike | Sequence[StrategyLike] | Mapping[str, StrategyLike]
 
 #: ``[[ENC:EMAIL:k1:<base64url(nonce || ciphertext)>]]``
-ENCRYPTED_TOKEN = re.compile(r"\[\[ENC:([A-Z_]{2,32}):([A-Za-z0-9_\-]{1,32}):([A-Za-z0-9_\-]{24,})\]\]")
+ENCRYPTED_TOKEN = re.compile(
+    r"\[\[ENC:([A-Z_]{2,32}):([A-Za-z0-9_\-]{1,32}):([A-Za-z0-9_\-]{24,})\]\]"
+)
 _NUMERIC_TYPES = frozenset(
     {"CREDIT_CARD", "IBAN", "PHONE", "US_SSN", "UK_NINO", "NATIONAL_ID", "MEDICAL_RECORD_NUMBER"}
 )
@@ -99,8 +100,8 @@ class Replacer:
         else:
             for item in spec:
                 if isinstance(item, str) and ("=" in item or ":" in item):
-                    key, _, value = item.replace(":", "=", 1).partition("=")
-                    items.append((None if key in _DEFAULT_KEYS else key.strip(), value.strip()))
+                    name, _, chosen = item.replace(":", "=", 1).partition("=")
+                    items.append((None if name in _DEFAULT_KEYS else name.strip(), chosen.strip()))
                 else:
                     items.append((None, item))
         defaults = [value for key, value in items if key is None]
@@ -108,11 +109,11 @@ class Replacer:
             raise ConfigError("give one default strategy; use TYPE=strategy for the others")
         if defaults:
             default = defaults[0]
-        for key, value in items:
-            if key is not None:
-                if key.upper() not in ENTITY_TYPES:
-                    raise ConfigError(f"unknown entity type {key!r} in strategies")
-                per_type[key.upper()] = value
+        for entity, choice in items:
+            if entity is not None:
+                if entity.upper() not in ENTITY_TYPES:
+                    raise ConfigError(f"unknown entity type {entity!r} in strategies")
+                per_type[entity.upper()] = choice
         self._default = self._function(default)
         self._per_type = {key: self._function(value) for key, value in per_type.items()}
         self.uses_keys = any(

@@ -82,3 +82,16 @@ def test_explain_never_contains_the_value() -> None:
     assert set(explanation[0]) == {"type", "start", "end", "length", "detector", "confidence"}
     findings = ContextGuard().protect(text).findings
     assert "maria" not in repr(findings).lower()
+
+
+def test_spacy_backend_plugs_in_when_installed() -> None:
+    import pytest
+
+    spacy = pytest.importorskip("spacy")
+    from privacy_finetuner.guard.ner import SpacyDetector
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "PERSON", "pattern": "Zorblax"}])
+    guard = ContextGuard(detectors=[SpacyDetector(nlp)])
+    assert guard.protect("ask Zorblax today").text == "ask [PERSON] today"

@@ -34,7 +34,9 @@ def test_hash_is_consistent_across_calls_and_guards(ring: KeyRing) -> None:
     b = one.protect("contact: jane.doe@example.com ").text
     c = two.protect("jane.doe@example.com").text
     assert a.startswith("[EMAIL_") and a in b and a == c
-    other = ContextGuard(strategies="hash", keyring=KeyRing.generate()).protect("jane.doe@example.com")
+    other = ContextGuard(strategies="hash", keyring=KeyRing.generate()).protect(
+        "jane.doe@example.com"
+    )
     assert other.text != c  # keyed: a different key gives different pseudonyms
 
 
