@@ -12,7 +12,9 @@ from privacy_finetuner.service.deps import CtxDep
 
 router = APIRouter(tags=["health"])
 
-_NOT_READY = {503: {"description": "The database or Redis is unreachable"}}
+_NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "The database or Redis is unreachable"}
+}
 
 
 @router.get("/healthz")
