@@ -24,6 +24,12 @@ __all__ = [
     "unnumbered_address_findings",
 ]
 
+
+def _words(text: str, sep: str | None = None) -> list[str]:
+    """Split a word list written as one string (keeps long lists compact)."""
+    return [word.strip() for word in text.split(sep) if word.strip()]
+
+
 _UP = "A-ZÀ-ÖØ-Þ\u0100-\u017f"
 _LO = "a-zà-öø-ÿß\u0100-\u017f"
 #: One capitalised word ("Anne", "O'Neil", "Bowen-Simpson", "Müller").
@@ -32,39 +38,10 @@ _PARTICLE = r"(?:van der|van den|van de|von der|de la|de los|van|von|de|der|den|
 #: A person-name-shaped sequence: one to four capitalised words with optional particles.
 NAME_SEQ = rf"{CAP}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{CAP}){{0,3}}"
 
-_TITLES = frozenset(
-    [
-        "mr",
-        "mrs",
-        "ms",
-        "miss",
-        "mx",
-        "dr",
-        "prof",
-        "sir",
-        "dame",
-        "herr",
-        "frau",
-        "mme",
-        "mlle",
-        "m",
-        "sr",
-        "sra",
-        "srta",
-        "sig",
-        "sig.ra",
-        "dott",
-        "dott.ssa",
-        "dhr",
-        "mevr",
-        "rev",
-        "fr",
-        "capt",
-        "col",
-        "lt",
-        "sgt",
-    ]
-)
+_TITLES = frozenset(_words("""
+        mr mrs ms miss mx dr prof sir dame herr frau mme mlle m sr sra srta sig sig.ra dott dott.ssa
+        dhr mevr rev fr capt col lt sgt
+        """))
 _STRONG_CUES = frozenset(
     """my name is|my name's|name is|full name|patient name|patient|pt|customer|client|dear|
     signed|sincerely|regards|best regards|kind regards|cheers|yours|contact person|ich heiße|
@@ -74,23 +51,12 @@ _STRONG_CUES = frozenset(
     seen by|assigned to|reported by|married to|contact|name's""".replace("\n", "").split("|")
 )
 _WEAK_CUES = frozenset(
-    [
-        "i am",
-        "i'm",
-        "this is",
-        "call me",
-        "hi",
-        "hello",
-        "hey",
-        "thanks",
-        "thank you",
-        "from",
-        "to",
-        "cc",
-        "with",
-        "ask",
-        "by",
-    ]
+    _words(
+        """
+        i am|i'm|this is|call me|hi|hello|hey|thanks|thank you|from|to|cc|with|ask|by
+        """,
+        "|",
+    )
 )
 _CAP_FIRST = rf"[{_UP}](?<![\w\-'’].)(?:[{_LO}]+|(?=['’]))(?:['’\-][{_UP}{_LO}][{_LO}]+)?"
 _SEQ_RE = re.compile(rf"{_CAP_FIRST}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{CAP}){{0,3}}")
@@ -100,234 +66,35 @@ _UPPER_SEQ_RE = re.compile(
 _SURNAME_FIRST_RE = re.compile(rf"[{_UP}](?<![\w][{_UP}])[{_UP}{_LO}'’\-]+,[ \t]+{CAP}(?![\w])")
 
 #: Capitalised words that start sentences or headings and are never names on their own.
-_STOP = frozenset(
-    [
-        "the",
-        "a",
-        "an",
-        "and",
-        "or",
-        "but",
-        "if",
-        "in",
-        "on",
-        "at",
-        "to",
-        "of",
-        "for",
-        "from",
-        "by",
-        "with",
-        "this",
-        "that",
-        "these",
-        "those",
-        "it",
-        "its",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "i",
-        "we",
-        "you",
-        "he",
-        "she",
-        "they",
-        "my",
-        "your",
-        "our",
-        "their",
-        "his",
-        "her",
-        "me",
-        "us",
-        "them",
-        "please",
-        "thanks",
-        "thank",
-        "hello",
-        "hi",
-        "hey",
-        "dear",
-        "yes",
-        "no",
-        "ok",
-        "okay",
-        "not",
-        "also",
-        "then",
-        "there",
-        "here",
-        "when",
-        "where",
-        "what",
-        "which",
-        "who",
-        "how",
-        "why",
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-        "january",
-        "february",
-        "march",
-        "april",
-        "may",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-        "street",
-        "road",
-        "avenue",
-        "city",
-        "order",
-        "invoice",
-        "ticket",
-        "account",
-        "customer",
-        "patient",
-        "doctor",
-        "team",
-        "support",
-        "user",
-        "assistant",
-        "system",
-        "error",
-        "warning",
-        "info",
-        "debug",
-        "note",
-        "notes",
-        "subject",
-        "re",
-        "fwd",
-        "mr",
-        "mrs",
-        "ms",
-        "dr",
-        "prof",
-        "new",
-        "old",
-        "date",
-        "time",
-        "total",
-        "amount",
-        "status",
-        "tool",
-        "function",
-        "result",
-        "results",
-        "name",
-        "email",
-        "phone",
-        "address",
-        "card",
-        "number",
-    ]
-)
+_STOP = frozenset(_words("""
+        the a an and or but if in on at to of for from by with this that these those it its is are
+        was were be been i we you he she they my your our their his her me us them please thanks
+        thank hello hi hey dear yes no ok okay not also then there here when where what which who
+        how why monday tuesday wednesday thursday friday saturday sunday january february march
+        april may june july august september october november december street road avenue city order
+        invoice ticket account customer patient doctor team support user assistant system error
+        warning info debug note notes subject re fwd mr mrs ms dr prof new old date time total
+        amount status tool function result results name email phone address card number
+        """))
 
 
-_MONTHS = frozenset(
-    [
-        "january",
-        "february",
-        "march",
-        "april",
-        "may",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ]
-)
+_MONTHS = frozenset(_words("""
+        january february march april may june july august september october november december monday
+        tuesday wednesday thursday friday saturday sunday
+        """))
 _TRAILING = _STOP - _MONTHS
 
 #: Capitalised words that may start a sequence before a name ("Dear Anna Smith").
-_LEADING = _STOP | frozenset(
-    [
-        "hi",
-        "hello",
-        "hey",
-        "dear",
-        "thanks",
-        "cheers",
-        "regards",
-        "sincerely",
-        "patient",
-        "customer",
-        "client",
-        "attn",
-        "signed",
-        "contact",
-        "ask",
-        "call",
-        "tell",
-        "email",
-        "ping",
-    ]
-)
+_LEADING = _STOP | frozenset(_words("""
+        hi hello hey dear thanks cheers regards sincerely patient customer client attn signed
+        contact ask call tell email ping
+        """))
 #: First words of place names ("Port Ashley", "San Valentino"): such sequences are not people.
-_PLACE = frozenset(
-    [
-        "port",
-        "porto",
-        "lake",
-        "west",
-        "east",
-        "north",
-        "south",
-        "new",
-        "san",
-        "santa",
-        "santo",
-        "sankt",
-        "st",
-        "saint",
-        "sainte",
-        "fort",
-        "mount",
-        "bad",
-        "villa",
-        "borgo",
-        "castel",
-        "castello",
-        "monte",
-        "puerto",
-        "isla",
-        "ciudad",
-        "villanueva",
-        "nieuw",
-        "oud",
-        "groot",
-        "klein",
-        "upper",
-        "lower",
-        "great",
-        "little",
-        "old",
-    ]
-)
+_PLACE = frozenset(_words("""
+        port porto lake west east north south new san santa santo sankt st saint sainte fort mount
+        bad villa borgo castel castello monte puerto isla ciudad villanueva nieuw oud groot klein
+        upper lower great little old
+        """))
 
 
 @lru_cache(maxsize=1)
