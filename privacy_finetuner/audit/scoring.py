@@ -76,9 +76,11 @@ def completion_nll(
                 for t, (lo, hi) in enumerate(offsets):
                     target[row, t] = lo >= cut and hi > lo
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            nxt = ids[:, 1:].to(device)
+            # Only positions that predict a reply token matter (the shared prompt is skipped).
+            first = max(1, int(target.any(dim=0).nonzero()[0])) if target.any() else width - 1
+            logp = torch.log_softmax(logits[:, first - 1 : -1].float(), dim=-1)
+            nxt = ids[:, first:].to(device)
             token_logp = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
-            nll = -(token_logp * target[:, 1:].to(device)).sum(dim=1)
+            nll = -(token_logp * target[:, first:].to(device)).sum(dim=1)
             out[start : start + len(chunk)] = nll.double().cpu().numpy()
     return out
