@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -60,6 +61,16 @@ def _presented_key(request: Request) -> str | None:
     return None
 
 
+_log = logging.getLogger("privacy_finetuner.service.auth")
+
+
+def _fail(ctx: AppContext, client: str, reason: str) -> None:
+    """Count and log a failed authentication (client address and reason; never the key)."""
+    ctx.limiter.record(client)
+    ctx.metrics.auth_failures.labels(reason).inc()
+    _log.warning("authentication failed", extra={"client": client, "action": reason})
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -79,8 +90,7 @@ def require(scope: str) -> Any:
             )
         key = _presented_key(request)
         if not key:
-            ctx.limiter.record(client)
-            ctx.metrics.auth_failures.labels("missing").inc()
+            _fail(ctx, client, "missing")
             raise HTTPException(
                 status_code=401, detail="API key required", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -90,8 +100,7 @@ def require(scope: str) -> Any:
                 found = await run_in_threadpool(ctx.keys.verify, key)
             principal: Principal = found
         except AuthError:
-            ctx.limiter.record(client)
-            ctx.metrics.auth_failures.labels("invalid").inc()
+            _fail(ctx, client, "invalid")
             raise HTTPException(
                 status_code=401, detail="invalid API key", headers={"WWW-Authenticate": "Bearer"}
             ) from None

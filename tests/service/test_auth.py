@@ -14,6 +14,7 @@ PROTECTED = [
     ("POST", "/v1/datasets"),
     ("GET", "/v1/datasets/ds_x"),
     ("GET", "/v1/datasets/ds_x/ledger"),
+    ("GET", "/v1/datasets/ds_x/users/u1"),
     ("POST", "/v1/jobs"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/job_x"),
@@ -29,7 +30,13 @@ def test_every_openapi_route_is_covered(env: Env) -> None:
     spec = env.client.get("/openapi.json").json()
     routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     covered = {
-        (m, p.replace("ds_x", "{dataset_id}").replace("job_x", "{job_id}")) for m, p in PROTECTED
+        (
+            m,
+            p.replace("ds_x", "{dataset_id}")
+            .replace("job_x", "{job_id}")
+            .replace("u1", "{user_id}"),
+        )
+        for m, p in PROTECTED
     }
     assert routes - covered == {("GET", "/healthz"), ("GET", "/readyz")}
 

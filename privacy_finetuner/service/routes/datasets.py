@@ -133,3 +133,20 @@ def get_ledger(dataset_id: str, ctx: CtxDep, who: Reader, page: Paging) -> Page:
         ).all()
         items = [LedgerEntryPublic.model_validate(r, from_attributes=True) for r in rows]
     return Page(items=items, count=int(total or 0), limit=page.limit, offset=page.offset)
+
+
+@router.get("/{dataset_id}/users/{user_id}")
+def get_user_spend(dataset_id: str, user_id: str, ctx: CtxDep, who: Reader) -> dict[str, object]:
+    """ε spent on one user: the PLD composition of the jobs that trained on them.
+
+    Jobs submitted without a ``users`` list count for every user.
+    """
+    ds = _get(ctx, dataset_id, who.tenant)
+    spent = ctx.ledger.spent_epsilon(ds.id, user=user_id)
+    return {
+        "dataset_id": ds.id,
+        "user_id": user_id,
+        "spent_epsilon": spent,
+        "budget_epsilon": ds.budget_epsilon,
+        "delta": ds.budget_delta,
+    }
