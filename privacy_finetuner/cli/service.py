@@ -57,7 +57,7 @@ def serve(
     """Run the HTTP service (uvicorn); migrates the database first."""
     import uvicorn
 
-    from privacy_finetuner.service.logs import configure_logging
+    from privacy_finetuner.service.logs import configure_logging, uvicorn_log_config
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -73,6 +73,7 @@ def serve(
         workers=workers,
         access_log=False,
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(settings.log_level),
     )
 
 

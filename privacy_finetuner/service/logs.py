@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["JsonFormatter", "configure_logging", "request_id_var"]
+__all__ = ["JsonFormatter", "configure_logging", "request_id_var", "uvicorn_log_config"]
 
 request_id_var: ContextVar[str | None] = ContextVar("pf_request_id", default=None)
 
@@ -35,7 +36,9 @@ _FIELDS = (
 
 
 class JsonFormatter(logging.Formatter):
-    """Render a record as one JSON object."""
+    """Render a record as one JSON object (UTC timestamps)."""
+
+    converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -58,14 +61,34 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str = "INFO") -> None:
     """JSON lines on stderr for the ``privacy_finetuner`` loggers (idempotent)."""
-    import time
-
     logger = logging.getLogger("privacy_finetuner")
     logger.setLevel(level.upper())
     if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
         formatter = JsonFormatter()
-        formatter.converter = time.gmtime
         handler.setFormatter(formatter)
         logger.addHandler(handler)
         logger.propagate = False
+
+
+def uvicorn_log_config(level: str = "INFO") -> dict[str, Any]:
+    """``logging.config.dictConfig`` for uvicorn's own loggers, in the same JSON format.
+
+    uvicorn's access log stays off: the service middleware writes one access line per request.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "privacy_finetuner.service.logs.JsonFormatter"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            },
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+        },
+    }
