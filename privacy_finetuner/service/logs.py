@@ -35,10 +35,16 @@ _FIELDS = (
 )
 
 
+def _gmtime(seconds: float | None = None) -> time.struct_time:
+    return time.gmtime(seconds)
+
+
 class JsonFormatter(logging.Formatter):
     """Render a record as one JSON object (UTC timestamps)."""
 
-    converter = time.gmtime
+    def __init__(self) -> None:
+        super().__init__()
+        self.converter = _gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
