@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from svc_helpers import Env, tiny_config
 
 from privacy_finetuner.service.settings import Settings
@@ -126,3 +127,28 @@ def test_app_on_postgres(
     )
     assert refused.status_code == 409
     assert c.get("/readyz").json()["checks"]["database"] == "ok"
+
+
+def test_readyz_is_503_when_redis_is_down(make_env: Callable[..., Env]) -> None:
+    env = make_env(redis_url="redis://127.0.0.1:1/0")
+    r = env.client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["checks"]["database"] == "ok"
+    assert r.json()["checks"]["redis"].startswith("unavailable")
+
+
+def test_sentry_only_with_dsn_and_sdk(
+    make_env: Callable[..., Env], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import types
+
+    calls: list[dict[str, Any]] = []
+    fake = types.ModuleType("sentry_sdk")
+    fake.init = lambda **kw: calls.append(kw)  # type: ignore[attr-defined]
+    make_env()  # no DSN: not initialised
+    assert calls == []
+    monkeypatch.setitem(sys.modules, "sentry_sdk", fake)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    make_env(sentry_dsn=SecretStr("https://public@sentry.example/1"))
+    assert len(calls) == 1 and calls[0]["send_default_pii"] is False
