@@ -239,10 +239,13 @@ _EN_SUFFIX = (
 _UNIT = (
     r"(?:,?[ \t]+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg|#)\.?[ \t]*#?[\w\-]+)?"
 )
+_EN_SUFFIXES = frozenset(_EN_SUFFIX.split("|"))
+#: House number, then up to four capitalised words; the last street-type word ends the street.
 _EN_RE = re.compile(
-    rf"\d(?<![\w.]\d)\d{{0,5}}[A-Za-z]?(?:[/\-]\d{{1,4}})?,?[ \t]+(?:{CAP}[ \t]+){{0,3}}"
-    rf"(?:{_EN_SUFFIX})\.?(?![\w]){_UNIT}"
+    rf"\d(?<![\w.]\d)\d{{0,5}}[A-Za-z]?(?:[/\-]\d{{1,4}})?,?[ \t]+{CAP}(?:[ \t]+{CAP}){{0,3}}"
 )
+_WORD = re.compile(rf"{CAP}")
+_UNIT_AFTER = re.compile(_UNIT[3:-2] if _UNIT.startswith("(?:") else _UNIT)
 _UNIT_BEFORE = re.compile(
     r"(?:Studio|Flat|Apartment|Apt\.?|Unit|Suite|H\.?[ ]?No\.?)[ \t]*[\w/\-]*,?[ \t]*\Z"
 )
@@ -252,8 +255,11 @@ _COMPOUND = (
     "straat|laan|plein|singel|gracht|kade|dijk|hof|pad|dreef|steeg|baan|boulevard|plantsoen|park|"
     "Straße|Strasse|Weg|Platz|Allee|Gasse|Ring|Damm|Ufer|Steig|Pfad|Markt"
 )
+_COMPOUND_ENDINGS = tuple(ending.replace("\\", "").lower() for ending in _COMPOUND.split("|"))
+#: A house number right after a word (``…straße 12``, ``…weg 7/9``); the word is checked in code.
 _COMPOUND_RE = re.compile(
-    rf"(?:{_COMPOUND})[ \t]+\d{{1,4}}[a-z]?(?:[ \t]?[/\-][ \t]?\d{{1,4}}[a-z]?)?(?![\w])"
+    r"\d(?<=[^\W\d_.][^\W\d_.][ \t]\d|[^\W\d_]\.[ \t]\d)\d{0,3}[a-z]?"
+    r"(?:[ \t]?[/\-][ \t]?\d{1,4}[a-z]?)?(?![\w])"
 )
 _WORD_LEFT = re.compile(rf"(?<![\w\-'’])(?:[{_UP}][\w'’]*-[\w'’\-]*[ \t])?[\w'’\-]*\Z")
 _ROMANCE_TYPES = (
@@ -285,21 +291,39 @@ def address_findings(text: str) -> Iterator[Finding]:
 def numbered_address_findings(text: str) -> Iterator[Finding]:
     """Addresses with a house number (run only near digits)."""
     for match in _EN_RE.finditer(text):
-        start = match.start()
-        unit = _UNIT_BEFORE.search(text, max(0, start - 24), start)
+        words = list(_WORD.finditer(text, match.start(), match.end()))
+        last = next(
+            (i for i in range(len(words) - 1, -1, -1) if words[i].group() in _EN_SUFFIXES), -1
+        )
+        if last < 0 or (last == 0 and words[0].group() in ("St", "Dr")):
+            continue
+        end = words[last].end()
+        if text[end : end + 1] == ".":
+            end += 1
+        unit = _UNIT_AFTER.match(text, end)
         if unit is not None:
-            start = unit.start()
-        yield Finding(start, match.end(), "STREET_ADDRESS", 0.85, "address.grammar")
+            end = unit.end()
+        start = match.start()
+        before = _UNIT_BEFORE.search(text, max(0, start - 24), start)
+        if before is not None:
+            start = before.start()
+        yield Finding(start, end, "STREET_ADDRESS", 0.85, "address.grammar")
     if "No" in text:
         for match in _EN_INDIA_RE.finditer(text):
             yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.85, "address.grammar")
     for match in _COMPOUND_RE.finditer(text):
-        left = _WORD_LEFT.search(text, max(0, match.start() - 60), match.start())
-        start = left.start() if left is not None else match.start()
+        word_end = match.start() - 1
+        while word_end > 0 and text[word_end - 1] in " \t":
+            word_end -= 1
+        if not text[max(0, word_end - 12) : word_end].lower().endswith(_COMPOUND_ENDINGS):
+            continue
+        stem_end = word_end - 1 if text[word_end - 1] == "." else word_end
+        left = _WORD_LEFT.search(text, max(0, stem_end - 60), stem_end)
+        start = left.start() if left is not None else stem_end
         if text[start : start + 1].isupper():
             yield Finding(start, match.end(), "STREET_ADDRESS", 0.85, "address.grammar")
     for match in _ROMANCE_NUMBERED_RE.finditer(text):
-        yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.85, "address.grammar")
+        yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.9, "address.grammar")
     for match in _ROMANCE_RE.finditer(text):
         if not match.group(1) or (match.start() > 0 and text[match.start() - 1].isalnum()):
             continue
@@ -315,7 +339,7 @@ def unnumbered_address_findings(text: str) -> Iterator[Finding]:
     """Romance-language streets without a house number ("boulevard Maurice"): low confidence."""
     for match in _FRENCH_RE.finditer(text):
         if match.start() == 0 or not text[match.start() - 1].isalnum():
-            yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.7, "address.grammar")
+            yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.88, "address.grammar")
     for match in _ROMANCE_RE.finditer(text):
         if match.group(1) or (match.start() > 0 and text[match.start() - 1].isalnum()):
             continue

@@ -248,12 +248,14 @@ def _nino(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
 
 
 _NATIONAL_STRONG = re.compile(
-    r"[A-Z](?<!\w[A-Z])[A-Z]{5}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]\b"  # IT codice fiscale
-    r"|[XYZ](?<!\w[XYZ])-?\d{7}-?[A-Z]\b"  # ES NIE
-    r"|\d(?<!\w\d)(?:\d{7}-?[A-Z]\b"  # ES DNI
+    r"\d(?<!\w\d)(?:\d{7}-?[A-Z]\b"  # ES DNI
     r"|\d{5}[\-+A-FU-Y]\d{3}[0-9A-Y]\b"  # FI HETU
     r"|(?:\d{2})?\d{5}[\-+]\d{4}\b"  # SE personnummer, DK CPR
     r"|[ ]?\d{2}[ ]?\d{2}[ ]?(?:\d{2}|2[AB])[ ]?\d{3}[ ]?\d{3}[ ]?\d{2}\b)"  # FR NIR
+)
+_NATIONAL_LETTERS = re.compile(
+    r"[A-Z](?<!\w[A-Z])(?:[A-Z]{5}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]"  # IT codice fiscale
+    r"|(?<=[XYZ])-?\d{7}-?[A-Z])\b"  # ES NIE
 )
 _STRONG_MODULES = ("it.codicefiscale", "es.dni", "es.nie", "fi.hetu", "se.personnummer",
                    "dk.cpr", "fr.nir")  # fmt: skip
@@ -270,7 +272,7 @@ _ID_CUE = re.compile(
 
 
 _ID_CUE_WORDS = (
-    "id", "bsn", "pesel", "steuer", "nir", "sécurité", "securite", "insee", "rijksregister",
+    "id number", "id no", "id:", "tax id", "bsn", "pesel", "steuer", "nir", "sécurité", "securite", "insee", "rijksregister",
     "national", "sozialvers", "vnr", "dni", "nie", "nif", "fiscale", "personnummer", "hetu",
     "henkilö", "cpr", "pps", "fødsels", "fodsels", "tax", "passport", "citizen", "identi",
 )  # fmt: skip
@@ -353,7 +355,7 @@ _PHONE = re.compile(
 )
 _PHONE_CUE = re.compile(
     r"tel|phone|call|mobile|cell|fax|ring|text me|whatsapp|sms|reach|contact|dial|handy|"
-    r"téléphone|tél|teléfono|telefono|móvil|movil|cellulare|portable|numéro|nummer|número"
+    r"téléphone|tél|teléfono|telefono|móvil|movil|cellulare|portable|numéro|nummer|número|numero"
 )
 _DATE_LIKE = re.compile(r"\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}|\d{1,2}[\-/.]\d{1,2}[\-/.]\d{2,4}")
 _EXT = re.compile(r"[ \t]?(?:x|ext\.?|extension)[ \t]?\d{1,6}$")
@@ -392,10 +394,13 @@ def _phone(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
         score = 0.8
     elif core.startswith(("0", "(0")) and len(digits) >= 9 and _SEPARATED.search(core):
         score = 0.75
+    elif cue:
+        score = 0.7 if _SEPARATED.search(core) else 0.6
+    elif _SEPARATED.search(core):
+        lib = phone_score(core)  # slow path: libphonenumber, for odd shapes without a cue
+        score = 0.75 if lib >= 1.0 else 0.55 if lib else 0.0
     else:
-        lib = phone_score(core)  # slow path: libphonenumber, for the few odd shapes
-        formatted = bool(_SEPARATED.search(core))
-        score = 0.75 if lib >= 1.0 else 0.55 if lib and formatted else 0.0
+        return None  # a bare digit run without a phone cue is an id, amount or order number
     if not score:
         return (match.start(), match.end(), 0.6) if cue else None
     return match.start(), match.end(), min(0.95, score + cue)
@@ -425,6 +430,8 @@ RULES: tuple[Rule, ...] = (
     Rule("US_SSN", "ssn.structure", _SSN, _ssn, needs=("digit",)),
     Rule("UK_NINO", "nino.structure", _NINO, _nino, needs=("digit",)),
     Rule("NATIONAL_ID", "national_id.stdnum", _NATIONAL_STRONG, _national_strong, needs=("digit",)),
+    Rule("NATIONAL_ID", "national_id.stdnum", _NATIONAL_LETTERS, _national_strong,
+         needs=("digit",)),
     Rule("NATIONAL_ID", "national_id.context", _NATIONAL_NUMERIC, _national_numeric,
          needs=("digit",), gate=_ID_CUE_WORDS),
     Rule("IP_ADDRESS", "ip.ipv4", _IPV4, _ip, needs=(".",)),
