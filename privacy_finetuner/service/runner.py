@@ -28,7 +28,12 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 
 from privacy_finetuner.accounting import DpSegment
-from privacy_finetuner.errors import BudgetExceededError, ConfigError, LedgerError
+from privacy_finetuner.errors import (
+    BudgetExceededError,
+    CheckpointError,
+    ConfigError,
+    LedgerError,
+)
 from privacy_finetuner.ledger.db import Database
 from privacy_finetuner.ledger.models import Job, utcnow
 from privacy_finetuner.ledger.store import Ledger
@@ -128,6 +133,7 @@ def _claim(ctx: JobContext, job_id: str) -> Job | None:
                 worker=_worker_name(),
                 heartbeat_at=now,
                 started_at=now,
+                run_dir=str(Path(ctx.settings.runs_dir) / job_id),
             )
         )
         claimed = getattr(result, "rowcount", 0) == 1
@@ -182,15 +188,23 @@ def execute_job(ctx: JobContext, job_id: str) -> str:
         run_dir = Path(ctx.settings.runs_dir) / job_id
         run_dir.mkdir(parents=True, exist_ok=True)
         function = load_job_function(ctx.settings.job_function)
-        result = function(
-            config,
-            run_dir=run_dir,
-            progress=False,
-            before_step=before_step,
-            should_stop=should_stop,
-            on_event=on_event,
-            resume=job.attempts > 1,
-        )
+        kwargs: dict[str, Any] = {
+            "run_dir": run_dir,
+            "progress": False,
+            "before_step": before_step,
+            "should_stop": should_stop,
+            "on_event": on_event,
+        }
+        if job.attempts > 1:
+            try:  # resume from the checkpoint of the lost attempt
+                result = function(config, resume=True, **kwargs)
+            except CheckpointError:
+                # died before its first checkpoint: start over; the steps it charged stay
+                # charged (over-charging is the safe side)
+                _log.warning("no checkpoint to resume; restarting", extra=log_extra)
+                result = function(config, resume=False, **kwargs)
+        else:
+            result = function(config, resume=False, **kwargs)
         status = getattr(result, "status", "completed")
         error = None
         if status == "budget_exhausted":
