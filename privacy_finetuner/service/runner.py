@@ -272,16 +272,24 @@ def reap_stale_jobs(ctx: JobContext, requeue: Callable[[str], None] | None = Non
 
 
 class _Reaper(threading.Thread):
-    def __init__(self, ctx: JobContext, requeue: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        ctx: JobContext,
+        requeue: Callable[[str], None] | None,
+        orphans: Callable[[], list[str]] | None = None,
+    ) -> None:
         super().__init__(name="job-reaper", daemon=True)
         self.ctx = ctx
         self.requeue = requeue
+        self.orphans = orphans
         self.halt = threading.Event()
 
     def run(self) -> None:
         while not self.halt.wait(self.ctx.settings.reaper_interval_s):
             try:
                 reap_stale_jobs(self.ctx, self.requeue)
+                if self.orphans is not None:
+                    self.orphans()
             except Exception:
                 _log.warning("reaper pass failed", exc_info=True)
 
@@ -334,7 +342,24 @@ class RQRunner:
         self.ctx = context_for(settings)
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.queue = Queue(settings.queue_name, connection=self.redis)
-        self.reaper = _Reaper(self.ctx, self.submit) if reaper else None
+        self.reaper = _Reaper(self.ctx, self.submit, self.recover_orphans) if reaper else None
+
+    def recover_orphans(self, *, older_than_s: float = 60.0) -> list[str]:
+        """Re-enqueue queued jobs whose RQ entry is gone (Redis flushed or lost)."""
+        from rq.job import Job as RQJob
+
+        cutoff = utcnow() - dt.timedelta(seconds=older_than_s)
+        with self.ctx.db.read_session() as session:
+            queued = session.execute(
+                select(Job.id, Job.attempts).where(Job.state == "queued", Job.created_at < cutoff)
+            ).all()
+        recovered = []
+        for job_id, attempts in queued:
+            if not RQJob.exists(f"{job_id}-{attempts}", connection=self.redis):
+                _log.warning("queued job missing from Redis; re-enqueued", extra={"job_id": job_id})
+                self.submit(job_id)
+                recovered.append(job_id)
+        return recovered
 
     def submit(self, job_id: str) -> None:
         with self.ctx.db.read_session() as session:

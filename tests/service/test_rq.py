@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -133,3 +134,38 @@ def test_rq_worker_runs_jobs_and_survives_a_killed_worker(
     status = env.ctx.ledger.budget(ds["id"])
     assert status.active_jobs == 0 and status.committed_epsilon <= 8
     assert verify_ledger(env.ctx.db).ok
+
+
+def test_queued_job_lost_by_redis_is_re_enqueued(
+    make_env: Callable[..., Env], rq_settings: Settings
+) -> None:
+    import redis
+    from rq import Queue
+    from sqlalchemy import update
+
+    from privacy_finetuner.ledger.models import Job, utcnow
+
+    runner = RQRunner(rq_settings, reaper=False)
+    env = make_env(runner=runner, **rq_settings.model_dump(include={"redis_url", "queue_name"}))
+    ds = env.client.post(
+        "/v1/datasets",
+        headers=env.h("admin"),
+        json={"name": "lost", "budget_epsilon": 8, "budget_delta": 1e-5},
+    ).json()
+    job = env.client.post(
+        "/v1/jobs", headers=env.h("submit"), json={"dataset_id": ds["id"], "config": tiny_config(2)}
+    ).json()
+    queue = Queue(
+        rq_settings.queue_name, connection=redis.Redis.from_url(str(rq_settings.redis_url))
+    )
+    assert queue.count == 1
+    queue.empty()  # Redis lost the queue entry
+    assert runner.recover_orphans() == []  # too young to be called lost
+    with env.ctx.db.write_session() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job["id"])
+            .values(created_at=utcnow() - dt.timedelta(minutes=5))
+        )
+    assert runner.recover_orphans() == [job["id"]]
+    assert queue.count == 1
