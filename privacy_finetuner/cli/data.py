@@ -38,7 +38,7 @@ def synth(
             json.dumps([c.to_dict() for c in result.canaries], indent=2), encoding="utf-8"
         )
         message += f"; {len(result.canaries)} canaries recorded in {canary_path}"
-    console.print(message, highlight=False)
+    console.print(message, highlight=False, soft_wrap=True)
 
 
 @data_app.command("validate")

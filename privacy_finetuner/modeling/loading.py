@@ -39,6 +39,7 @@ class LoadedModel:
     tokenizer: Any
     base: str
     method: str
+    base_snapshot: Any = None
 
 
 def offline_mode() -> bool:
@@ -156,6 +157,11 @@ def apply_finetuning(loaded: LoadedModel, lora: LoraConfig) -> LoadedModel:
     from peft import get_peft_model
 
     targets = lora.target_modules or detect_lora_targets(loaded.model)
+    if loaded.base == "tiny":
+        import copy
+
+        # The tiny base is randomly initialised: keep it to save next to the adapter.
+        loaded.base_snapshot = copy.deepcopy(loaded.model)
     peft_config = PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,  # type: ignore[arg-type]
@@ -179,9 +185,7 @@ def save_trained(loaded: LoadedModel, run_dir: Path) -> None:
     info: dict[str, Any] = {"base": loaded.base, "method": loaded.method}
     if loaded.method == "lora" and loaded.base == "tiny":
         # The tiny base is randomly initialised: keep it so the adapter can be reloaded.
-        loaded.model.get_base_model().save_pretrained(
-            run_dir / "base_model", safe_serialization=True
-        )
+        loaded.base_snapshot.save_pretrained(run_dir / "base_model", safe_serialization=True)
         info["base_path"] = "base_model"
     (run_dir / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
 

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from privacy_finetuner.config import JobConfig, dump_config, load_config
+from privacy_finetuner.errors import ConfigError, NotFoundError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PRIVACY_CONFIG", raising=False)
+    config = load_config()
+    assert isinstance(config, JobConfig)
+    assert config.privacy.target_epsilon == 8.0
+    assert config.model.method == "full"  # tiny model: auto → full
+
+
+def test_bad_value_names_path_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "data:\n  max_length: 128\nprivacy:\n  target_epsilon: -1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}:4: privacy.target_epsilon: must be greater than 0")
+
+
+def test_unknown_key_is_rejected(tmp_path: Path) -> None:
+    path = _write(tmp_path, "privacy:\n  target_epsillon: 3\n")
+    with pytest.raises(ConfigError, match=r"job.yaml:2: privacy.target_epsillon: unknown key"):
+        load_config(path)
+
+
+def test_unknown_section_and_bad_literal(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="trainng: unknown key"):
+        load_config(_write(tmp_path, "trainng: {}\n"))
+    with pytest.raises(ConfigError, match="privacy.privacy_unit"):
+        load_config(_write(tmp_path, "privacy:\n  privacy_unit: household\n"))
+
+
+def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="job.yaml:"):
+        load_config(_write(tmp_path, "privacy: [unclosed\n"))
+    with pytest.raises(NotFoundError):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_env_var_default_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, "privacy:\n  target_epsilon: 3\n  delta: 1.0e-6\n")
+    monkeypatch.setenv("PRIVACY_CONFIG", str(path))
+    assert load_config().privacy.target_epsilon == 3
+    config = load_config(overrides={"privacy.target_epsilon": 5, "training": {"seed": 7}})
+    assert config.privacy.target_epsilon == 5
+    assert config.privacy.delta == 1e-6
+    assert config.training.seed == 7
+
+
+def test_override_errors_have_paths() -> None:
+    with pytest.raises(ConfigError, match=r"^privacy.delta: must be less than 1"):
+        load_config(None, {"privacy.delta": 2})
+    with pytest.raises(ConfigError, match="set target_epsilon or noise_multiplier"):
+        load_config(None, {"privacy.target_epsilon": None})
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    config = load_config(None, {"data.path": str(tmp_path / "x.jsonl")})
+    path = _write(tmp_path, dump_config(config))
+    assert load_config(path) == config

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from privacy_finetuner.data import (
+    IGNORE_INDEX,
+    encode_trace,
+    generate_traces,
+    load_traces,
+    parse_tool_calls,
+    tool_call_prompts,
+    write_traces,
+)
+
+
+def test_synth_is_deterministic_and_valid(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_traces(generate_traces(60, seed=3).traces, a)
+    write_traces(generate_traces(60, seed=3).traces, b)
+    assert a.read_bytes() == b.read_bytes()
+    write_traces(generate_traces(60, seed=4).traces, b)
+    assert a.read_bytes() != b.read_bytes()
+    loaded = load_traces(a)  # every generated record passes validation
+    assert len(loaded.traces) == 60
+    users = {t.user_id for t in loaded.traces}
+    assert len(users) < 60  # several sessions per user
+    assert {t.meta["domain"] for t in loaded.traces} == {"support", "booking", "banking"}
+    assert all(any(m.tool_calls for m in t.messages) for t in loaded.traces)
+
+
+def test_canaries_are_planted_and_recorded() -> None:
+    result = generate_traces(80, seed=1, canaries=3, canary_repeats=2)
+    assert len(result.canaries) == 3
+    for canary in result.canaries:
+        assert len(canary.traces) == 2
+        for index in canary.traces:
+            trace = result.traces[index]
+            assert trace.user_id == canary.user_id
+            assert any(canary.text in m.content for m in trace.messages if m.role == "user")
+    others = set(range(80)) - {i for c in result.canaries for i in c.traces}
+    assert not any("recovery code" in result.traces[i].messages[1].content for i in others)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    pytest.importorskip("transformers")
+    from privacy_finetuner.modeling.tiny import tokenizer_corpus, train_tiny_tokenizer
+
+    corpus = generate_traces(40, seed=99).traces
+    return train_tiny_tokenizer(tokenizer_corpus(corpus), vocab_size=400)
+
+
+def test_labels_cover_only_assistant_turns(tokenizer: Any) -> None:
+    trace = generate_traces(5, seed=0).traces[1]
+    example, truncated = encode_trace(trace, tokenizer, max_length=1024)
+    assert not truncated
+    assert len(example.labels) == len(example.input_ids)
+    labelled = [
+        i for i, l in zip(example.input_ids, example.labels, strict=True) if l != IGNORE_INDEX
+    ]
+    for i, l in zip(example.input_ids, example.labels, strict=True):
+        assert l in (IGNORE_INDEX, i)
+    target = tokenizer.decode(labelled)
+    expected = ""
+    for m in trace.messages:
+        if m.role != "assistant":
+            continue
+        for call in m.tool_calls:
+            payload = json.dumps({"name": call.name, "arguments": call.arguments})
+            expected += f"<tool_call>{payload}</tool_call>"
+        expected += m.content + "<|im_end|>\n"
+    assert target == expected
+    # no system, user or tool text carries loss
+    for m in trace.messages:
+        if m.role in ("user", "tool"):
+            assert m.content not in target
+
+
+def test_truncation_and_tool_call_prompts(tokenizer: Any) -> None:
+    trace = generate_traces(3, seed=0).traces[0]
+    example, truncated = encode_trace(trace, tokenizer, max_length=16)
+    assert truncated and len(example.input_ids) == 16
+    prompts = tool_call_prompts([trace], tokenizer)
+    assert len(prompts) == 1
+    assert prompts[0].prompt.endswith("<|im_start|>assistant\n")
+    first_call = next(m for m in trace.messages if m.tool_calls).tool_calls
+    assert prompts[0].expected == first_call
+
+
+def test_parse_tool_calls() -> None:
+    text = 'x <tool_call>{"name": "f", "arguments": {"a": 1, "name": "n"}}</tool_call> y'
+    assert parse_tool_calls(text) == [("f", {"a": 1, "name": "n"})]
+    assert parse_tool_calls('{"name": "g", "arguments": "{\\"b\\": 2}"}') == [("g", {"b": 2})]
+    assert parse_tool_calls("no call {broken") == []
+
+
+def test_collate_pads_with_ignored_labels(tokenizer: Any) -> None:
+    torch = pytest.importorskip("torch")
+    from privacy_finetuner.data.collate import TraceDataset, make_collate_fn
+
+    traces = generate_traces(4, seed=0).traces
+    examples = [encode_trace(t, tokenizer, max_length=64)[0] for t in traces]
+    examples[0] = encode_trace(traces[0], tokenizer, max_length=20)[0]
+    batch = make_collate_fn(tokenizer.pad_token_id)(examples)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    assert batch["attention_mask"][0, 20:].sum() == 0
+    assert torch.all(batch["labels"][0, 20:] == IGNORE_INDEX)
+    assert len(TraceDataset(examples).user_ids) == 4

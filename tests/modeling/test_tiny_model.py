@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from privacy_finetuner.config import ModelConfig  # noqa: E402
+from privacy_finetuner.data import generate_traces  # noqa: E402
+from privacy_finetuner.errors import ModelError, NotFoundError  # noqa: E402
+from privacy_finetuner.modeling import (  # noqa: E402
+    apply_finetuning,
+    detect_lora_targets,
+    load_base_model,
+    load_trained,
+    save_trained,
+)
+
+_TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+         "vocab_size": 400, "tokenizer_corpus_size": 30}  # fmt: skip
+
+
+def _loaded(method: str = "full") -> Any:
+    config = ModelConfig.model_validate({"name": "tiny", "finetuning": method, "tiny": _TINY})
+    corpus = generate_traces(30, seed=5).traces
+    return load_base_model(config, max_length=64, seed=0, tokenizer_corpus=corpus), config
+
+
+def test_tiny_model_is_seeded_and_has_a_chat_template() -> None:
+    a, _ = _loaded()
+    b, _ = _loaded()
+    for (na, pa), (_, pb) in zip(
+        a.model.named_parameters(), b.model.named_parameters(), strict=True
+    ):
+        assert torch.equal(pa, pb), na
+    assert a.tokenizer.chat_template
+    assert a.tokenizer.pad_token_id is not None
+    assert detect_lora_targets(a.model) == ["q_proj", "v_proj"]
+
+
+def test_lora_targets_for_gpt2() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50))
+    assert detect_lora_targets(model) == ["c_attn"]
+
+
+def test_lora_save_and_reload(tmp_path: Path) -> None:
+    loaded, config = _loaded("lora")
+    loaded = apply_finetuning(loaded, config.lora)
+    trainable = [n for n, p in loaded.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    save_trained(loaded, tmp_path)
+    assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "base_model" / "model.safetensors").is_file()
+    again = load_trained(tmp_path)
+    ids = torch.tensor([[1, 2, 3]])
+    loaded.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(input_ids=ids).logits, again.model(input_ids=ids).logits)
+
+
+def test_missing_models_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
+        load_base_model(ModelConfig(name="no-such-org/no-such-model"), max_length=32, seed=0)
+    with pytest.raises(NotFoundError):
+        load_trained(tmp_path)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+
+from privacy_finetuner.accounting import DpSegment, compute_epsilon  # noqa: E402
+from privacy_finetuner.config import load_config  # noqa: E402
+from privacy_finetuner.errors import BudgetExceededError, CalibrationError  # noqa: E402
+from privacy_finetuner.training import run_job  # noqa: E402
+
+
+def test_interrupt_then_resume_keeps_the_accounting(
+    tmp_path: Path, tiny_job: dict[str, Any]
+) -> None:
+    config = load_config(None, tiny_job)
+    run = tmp_path / "run"
+    calls = {"n": 0}
+    events: list[dict[str, Any]] = []
+    segments: list[DpSegment] = []
+
+    def ctrl_c_after_two() -> bool:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(
+            config, run, should_stop=ctrl_c_after_two, on_event=events.append,
+            before_step=segments.append,
+        )  # fmt: skip
+    assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
+    assert (run / "RUN_INCOMPLETE").exists() and not (run / "privacy_report.json").exists()
+    assert [e["step"] for e in events] == [1, 2]
+    assert {e["total_steps"] for e in events} == {4}
+    assert len(segments) == 2 and segments[0].steps == 1
+    sigma, q = segments[0].noise_multiplier, segments[0].sample_rate
+
+    result = run_job(config, run, resume=True)
+    assert result.status == "completed"
+    assert result.steps == 4
+    assert result.history == [{"noise_multiplier": sigma, "sample_rate": q, "steps": 4}]
+    one_shot = compute_epsilon([DpSegment(noise_multiplier=sigma, sample_rate=q, steps=4)],
+                               delta=config.privacy.delta)  # fmt: skip
+    assert result.epsilon == pytest.approx(one_shot)
+    assert result.epsilon <= config.privacy.target_epsilon
+    assert not (run / "RUN_INCOMPLETE").exists()
+    for name in ("privacy_report.json", "report.html", "MODEL_CARD.md", "model_info.json"):
+        assert (run / name).is_file(), name
+    assert (run / "model" / "model.safetensors").is_file()
+    report = json.loads((run / "privacy_report.json").read_text())
+    assert report["privacy"]["steps"] == 4 and report["status"] == "completed"
+    assert report["privacy"]["epsilon"] == pytest.approx(result.epsilon)
+
+
+def test_ledger_refusal_stops_and_still_reports(tmp_path: Path, tiny_job: dict[str, Any]) -> None:
+    config = load_config(None, tiny_job)
+    charged: list[DpSegment] = []
+
+    def ledger(segment: DpSegment) -> None:
+        if len(charged) == 2:
+            raise BudgetExceededError("data set budget spent", requested_epsilon=9,
+                                      budget_epsilon=8)  # fmt: skip
+        charged.append(segment)
+
+    result = run_job(config, tmp_path / "run", before_step=ledger)
+    assert result.status == "budget_exhausted"
+    assert result.steps == 2  # the refused step was never taken
+    assert result.report_path is not None and result.report_path.is_file()
+
+
+def test_cancel_leaves_a_resumable_incomplete_run(tmp_path: Path, tiny_job: dict[str, Any]) -> None:
+    config = load_config(None, tiny_job)
+    result = run_job(config, tmp_path / "run", should_stop=lambda: True)
+    assert result.status == "cancelled" and result.steps == 0
+    assert result.report_path is None
+    assert (tmp_path / "run" / "RUN_INCOMPLETE").exists()
+    assert (tmp_path / "run" / "checkpoint" / "engine.pt").is_file()
+
+
+def test_unreachable_target_leaves_nothing(tmp_path: Path, tiny_job: dict[str, Any]) -> None:
+    tiny_job["privacy"]["target_epsilon"] = 0.01
+    config = load_config(None, tiny_job)
+    with pytest.raises(CalibrationError, match="target epsilon 0.01 is unreachable"):
+        run_job(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
