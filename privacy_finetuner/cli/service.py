@@ -129,12 +129,25 @@ def db_current() -> None:
 @ledger_app.command("verify")
 def ledger_verify(
     dataset: Annotated[str | None, typer.Option(help="Only this data set id.")] = None,
+    anchors: Annotated[
+        Path | None,
+        typer.Option(help="An earlier audit report (.json) whose chain heads must still match."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-walk every hash chain; exit 1 if any entry was edited, deleted or reordered."""
-    from privacy_finetuner.ledger.verify import verify_ledger
+    import json
 
-    result = verify_ledger(_migrated_db(), dataset_id=dataset)
+    from privacy_finetuner.errors import ConfigError
+    from privacy_finetuner.ledger.verify import anchors_from_report, verify_ledger
+
+    pinned = None
+    if anchors is not None:
+        try:
+            pinned = anchors_from_report(json.loads(anchors.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{anchors}: not an audit report JSON") from exc
+    result = verify_ledger(_migrated_db(), dataset_id=dataset, anchors=pinned)
     if as_json:
         print_json(result.to_dict())
     else:

@@ -8,7 +8,7 @@ from privacy_finetuner.ledger.db import DEFAULT_DATABASE_URL, Database
 from privacy_finetuner.ledger.models import ApiKey, AuditEvent, Base, Dataset, Job, LedgerEntry
 from privacy_finetuner.ledger.report import build_audit_report, parse_since, write_audit_report
 from privacy_finetuner.ledger.store import PRIVACY_UNITS, TERMINAL_STATES, BudgetStatus, Ledger
-from privacy_finetuner.ledger.verify import VerifyResult, verify_ledger
+from privacy_finetuner.ledger.verify import VerifyResult, anchors_from_report, verify_ledger
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -24,6 +24,7 @@ __all__ = [
     "Ledger",
     "LedgerEntry",
     "VerifyResult",
+    "anchors_from_report",
     "build_audit_report",
     "counts_from_segments",
     "epsilon_of",

@@ -15,7 +15,7 @@ from privacy_finetuner.ledger.db import Database
 from privacy_finetuner.ledger.models import Dataset, Job, LedgerEntry
 from privacy_finetuner.ledger.store import registration_payload
 
-__all__ = ["VerifyResult", "verify_ledger"]
+__all__ = ["VerifyResult", "anchors_from_report", "verify_ledger"]
 
 
 @dataclass
@@ -118,8 +118,26 @@ def _check_dataset(ds: Dataset, entries: list[LedgerEntry], jobs: list[Job]) -> 
     return problems
 
 
-def verify_ledger(db: Database, *, dataset_id: str | None = None) -> VerifyResult:
+def anchors_from_report(report: dict[str, Any]) -> dict[str, tuple[int, str]]:
+    """``{data set id: (entry count, chain head)}`` quoted by an earlier audit report."""
+    return {
+        d["id"]: (int(d["ledger_entries"]), str(d["chain_head"]))
+        for d in report.get("datasets", [])
+        if d.get("ledger_entries")
+    }
+
+
+def verify_ledger(
+    db: Database,
+    *,
+    dataset_id: str | None = None,
+    anchors: dict[str, tuple[int, str]] | None = None,
+) -> VerifyResult:
     """Check every data set's chain (or one): hashes, sequence, head, aggregates.
+
+    ``anchors`` (from :func:`anchors_from_report`) pin earlier heads: entry #count of each data
+    set must still carry the quoted hash, which catches a history rewritten consistently by
+    someone with write access to the database.
 
     Returns:
         a :class:`VerifyResult`; ``ok`` is False when any entry was edited, deleted or reordered,
@@ -143,4 +161,17 @@ def verify_ledger(db: Database, *, dataset_id: str | None = None) -> VerifyResul
             result.entries += len(entries)
             result.heads[ds.id] = ds.head_hash
             result.problems.extend(_check_dataset(ds, entries, jobs))
+            if anchors and ds.id in anchors:
+                count, head = anchors[ds.id]
+                at = next((e for e in entries if e.seq == count), None)
+                if at is None or at.hash != head:
+                    result.problems.append(
+                        f"data set {ds.id}: entry #{count} no longer has the hash quoted by the "
+                        "earlier report (history rewritten)"
+                    )
+        if anchors:
+            present = set(result.heads)
+            for missing in sorted(set(anchors) - present):
+                if dataset_id is None or missing == dataset_id:
+                    result.problems.append(f"data set {missing}: quoted by the report, now missing")
     return result

@@ -98,3 +98,42 @@ def test_cli_verify_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     bad = runner.invoke(app, ["ledger", "verify"])
     assert bad.exit_code == 1
     assert "BROKEN" in bad.output
+
+
+def test_consistent_rewrite_is_caught_by_report_anchors(sqlite_db: Database) -> None:
+    """Someone with write access rewrites an entry *and* re-hashes the rest of the chain: only
+    the chain heads quoted by an earlier audit report can tell."""
+    from sqlalchemy import select
+
+    from privacy_finetuner.ledger import Dataset, LedgerEntry, anchors_from_report
+    from privacy_finetuner.ledger.chain import entry_hash
+    from privacy_finetuner.ledger.report import build_audit_report, parse_since
+
+    ds_id = _populated(sqlite_db)
+    anchors = anchors_from_report(build_audit_report(sqlite_db, since=parse_since("30d")))
+    with sqlite_db.write_session() as session:
+        entries = session.scalars(
+            select(LedgerEntry).where(LedgerEntry.dataset_id == ds_id).order_by(LedgerEntry.seq)
+        ).all()
+        prev = entries[0].prev_hash
+        for e in entries:
+            if e.seq == 3:  # drop a charged step to the next-cheapest σ
+                e.payload = {"segment": {"noise_multiplier": 50.0, "sample_rate": 0.01, "steps": 1}}
+            e.prev_hash = prev
+            e.hash = entry_hash(
+                prev_hash=prev,
+                dataset_id=e.dataset_id,
+                seq=e.seq,
+                kind=e.kind,
+                job_id=e.job_id,
+                payload=e.payload,
+                created_at=e.created_at,
+            )
+            prev = e.hash
+        ds = session.get(Dataset, ds_id)
+        assert ds is not None
+        ds.head_hash = prev
+    fooled = verify_ledger(sqlite_db).problems
+    assert all("modified" not in p and "chain" not in p for p in fooled)
+    caught = verify_ledger(sqlite_db, anchors=anchors)
+    assert any("history rewritten" in p for p in caught.problems)
