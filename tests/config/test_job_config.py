@@ -38,12 +38,12 @@ def test_unknown_key_is_rejected(tmp_path: Path) -> None:
 def test_unknown_section_and_bad_literal(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="trainng: unknown key"):
         load_config(_write(tmp_path, "trainng: {}\n"))
-    with pytest.raises(ConfigError, match="privacy.privacy_unit"):
+    with pytest.raises(ConfigError, match=r"privacy\.privacy_unit"):
         load_config(_write(tmp_path, "privacy:\n  privacy_unit: household\n"))
 
 
 def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="job.yaml:"):
+    with pytest.raises(ConfigError, match=r"job\.yaml:"):
         load_config(_write(tmp_path, "privacy: [unclosed\n"))
     with pytest.raises(NotFoundError):
         load_config(tmp_path / "nope.yaml")

@@ -60,10 +60,10 @@ def test_labels_cover_only_assistant_turns(tokenizer: Any) -> None:
     assert not truncated
     assert len(example.labels) == len(example.input_ids)
     labelled = [
-        i for i, l in zip(example.input_ids, example.labels, strict=True) if l != IGNORE_INDEX
+        i for i, lab in zip(example.input_ids, example.labels, strict=True) if lab != IGNORE_INDEX
     ]
-    for i, l in zip(example.input_ids, example.labels, strict=True):
-        assert l in (IGNORE_INDEX, i)
+    for i, lab in zip(example.input_ids, example.labels, strict=True):
+        assert lab in (IGNORE_INDEX, i)
     target = tokenizer.decode(labelled)
     expected = ""
     for m in trace.messages:

@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from privacy_finetuner.accounting import DpSegment, compute_epsilon  # noqa: E402
-from privacy_finetuner.config import load_config  # noqa: E402
-from privacy_finetuner.errors import BudgetExceededError, CalibrationError  # noqa: E402
-from privacy_finetuner.training import run_job  # noqa: E402
+from privacy_finetuner.accounting import DpSegment, compute_epsilon
+from privacy_finetuner.config import load_config
+from privacy_finetuner.errors import BudgetExceededError, CalibrationError
+from privacy_finetuner.training import run_job
 
 
 def test_interrupt_then_resume_keeps_the_accounting(
@@ -86,6 +86,6 @@ def test_cancel_leaves_a_resumable_incomplete_run(tmp_path: Path, tiny_job: dict
 def test_unreachable_target_leaves_nothing(tmp_path: Path, tiny_job: dict[str, Any]) -> None:
     tiny_job["privacy"]["target_epsilon"] = 0.01
     config = load_config(None, tiny_job)
-    with pytest.raises(CalibrationError, match="target epsilon 0.01 is unreachable"):
+    with pytest.raises(CalibrationError, match=r"target epsilon 0\.01 is unreachable"):
         run_job(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
