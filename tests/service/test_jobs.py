@@ -165,3 +165,20 @@ def test_pagination(env: Env) -> None:
     page2 = env.client.get("/v1/datasets?limit=2&offset=2", headers=env.h("read")).json()
     assert len(page2["items"]) == 1
     assert env.client.get("/v1/datasets?limit=0", headers=env.h("read")).status_code == 422
+
+
+@pytest.mark.postgres
+def test_job_lifecycle_on_postgres(make_env: Callable[..., Env], pg_settings: Any) -> None:
+    env = make_env(
+        runner=InProcessRunner(pg_settings),
+        **pg_settings.model_dump(include={"database_url", "database_schema"}),
+    )
+    ds = _dataset(env)
+    r = env.client.post(
+        "/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(3)}, headers=env.h("submit")
+    )
+    assert r.status_code == 202, r.text
+    job = _wait(env, r.json()["id"], ("succeeded", "failed"))
+    assert job["state"] == "succeeded" and job["steps_done"] == 3
+    assert env.ctx.ledger.budget(ds["id"]).active_jobs == 0
+    assert verify_ledger(env.ctx.db).ok
