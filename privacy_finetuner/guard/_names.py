@@ -33,8 +33,11 @@ def _words(text: str, sep: str | None = None) -> list[str]:
 _UP = "A-ZÀ-ÖØ-Þ\u0100-\u017f"
 _LO = "a-zà-öø-ÿß\u0100-\u017f"
 #: One capitalised word ("Anne", "O'Neil", "Bowen-Simpson", "Müller").
-CAP = rf"[{_UP}](?:[{_LO}]+|(?=['’]))(?:['’\-][{_UP}{_LO}][{_LO}]+)?"
-_PARTICLE = r"(?:van der|van den|van de|von der|de la|de los|van|von|de|der|den|del|della|da|di|du|dos|das|la|le|ten|ter|bin|al)"
+CAP = rf"[{_UP}](?:[{_LO}]+(?:[{_UP}][{_LO}]+)?|(?=['’]))(?:['’\-][{_UP}{_LO}][{_LO}]+)?"
+_PARTICLE = (
+    r"(?:van der|van den|van de|van 't|von der|von und zu|und zu|de la|de los|van|von|de|der|den|"
+    r"del|della|da|di|du|dos|das|la|le|ten|ter|bin|al|en|und|zu|y|'t|'s|d')"
+)
 #: A person-name-shaped sequence: one to four capitalised words with optional particles.
 NAME_SEQ = rf"{CAP}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{CAP}){{0,3}}"
 
@@ -58,8 +61,13 @@ _WEAK_CUES = frozenset(
         "|",
     )
 )
-_CAP_FIRST = rf"[{_UP}](?<![\w\-'’].)(?:[{_LO}]+|(?=['’]))(?:['’\-][{_UP}{_LO}][{_LO}]+)?"
-_SEQ_RE = re.compile(rf"{_CAP_FIRST}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{CAP}){{0,3}}")
+_CAP_FIRST = (
+    rf"[{_UP}](?<![\w\-'’].)(?:[{_LO}]+(?:[{_UP}][{_LO}]+)?|(?=['’]))"
+    rf"(?:['’\-][{_UP}{_LO}][{_LO}]+)?"
+)
+_SEQ_RE = re.compile(
+    rf"{_CAP_FIRST}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{CAP}){{0,3}}(?:[ \t]+(?:II|III|IV|Jr\.?)\b)?"
+)
 _UPPER_SEQ_RE = re.compile(
     rf"[{_UP}](?<![\w][{_UP}])[{_UP}]+(?:[ \t]+[{_UP}](?:['’]?[{_UP}])+){{1,3}}(?![\w])"
 )
@@ -85,7 +93,7 @@ _MONTHS = frozenset(_words("""
 _TRAILING = _STOP - _MONTHS
 
 #: Capitalised words that may start a sequence before a name ("Dear Anna Smith").
-_LEADING = _STOP | frozenset(_words("""
+_LEADING = _TRAILING | frozenset(_words("""
         hi hello hey dear thanks cheers regards sincerely patient customer client attn signed
         contact ask call tell email ping
         """))

@@ -8,10 +8,18 @@ mod-97, libphonenumber, python-stdnum, context words) and scores it. Rules whose
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 from privacy_finetuner.guard._model import Finding
+from privacy_finetuner.guard._rule import Rule, Scorer, context_before
+from privacy_finetuner.guard._secrets import (
+    KEYED_SECRET,
+    SECRET_ANCHOR,
+    URL_CRED,
+    SignatureRule,
+    keyed_secret,
+    url_cred,
+)
 from privacy_finetuner.guard._validators import (
     card_brand,
     digits_of,
@@ -25,47 +33,6 @@ from privacy_finetuner.guard._validators import (
 )
 
 __all__ = ["RULES", "Rule", "context_before"]
-
-Scorer = Callable[[re.Match[str], str], "tuple[int, int, float] | None"]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One regex rule: entity type, detector name, pattern, scorer and a cheap pre-filter."""
-
-    entity: str
-    name: str
-    pattern: re.Pattern[str]
-    scorer: Scorer
-    needs: tuple[str, ...] = ()  # skip unless the lower-cased text has one ("digit": any digit)
-    anchor: re.Pattern[str] | None = None  # run ``pattern.match`` only where this hits
-    gate: tuple[str, ...] = ()  # skip unless the lower-cased text contains one of these
-    anchor_gate: re.Pattern[str] | None = None  # skip unless this matches somewhere
-
-    def findings(self, text: str, lower: str | None = None) -> Iterator[Finding]:
-        """Scored findings of this rule in ``text`` (``lower`` is ``text.lower()`` if known)."""
-        if self.gate and not any(word in (lower or text.lower()) for word in self.gate):
-            return
-        if self.anchor_gate is not None and self.anchor_gate.search(text) is None:
-            return
-        if self.anchor is None:
-            matches: Iterator[re.Match[str] | None] = self.pattern.finditer(text)
-        else:
-            source = lower if lower is not None and len(lower) == len(text) else text.lower()
-            matches = (
-                self.pattern.match(text, hit.start()) for hit in self.anchor.finditer(source)
-            )
-        for match in matches:
-            if match is None:
-                continue
-            result = self.scorer(match, text)
-            if result is not None:
-                yield Finding(result[0], result[1], self.entity, result[2], self.name)
-
-
-def context_before(text: str, start: int, width: int = 48) -> str:
-    """Lower-cased text in the ``width`` characters before ``start`` (for cue words)."""
-    return text[max(0, start - width) : start].lower()
 
 
 def _span(group: int = 0, score: float = 0.95) -> Scorer:
@@ -105,85 +72,6 @@ class EmailRule(Rule):
         if "at]" in source or "at)" in source or "at}" in source or " dot " in source:
             for match in _EMAIL_OBFUSCATED.finditer(text):
                 yield Finding(match.start(), match.end(), "EMAIL", 0.8, self.name)
-
-
-# --- secrets and credentials ------------------------------------------------------------------
-#: (literal that must occur, pattern) for each token format; the literal gates the regex.
-_SIGNATURES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
-    (triggers, re.compile(pattern))
-    for triggers, pattern in (
-        (("AKIA", "ASIA", "AIDA", "AROA", "AGPA", "ANPA"),
-         r"(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA)(?<![A-Za-z0-9]....)[A-Z0-9]{16}(?![A-Za-z0-9])"),
-        (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"gh[pousr]_[A-Za-z0-9]{36,255}\b"),
-        (("github_pat_",), r"github_pat_[A-Za-z0-9_]{22,255}\b"),
-        (("xox",), r"xox[abprse]-[A-Za-z0-9\-]{10,255}"),
-        (("hooks.slack.com",), r"https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]+"),
-        (("_live_", "_test_"), r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,255}\b"),
-        (("sk-",), r"sk-(?<![\w\-]...)(?:proj-|ant-(?:api\d\d-)?|svcacct-)?[A-Za-z0-9_\-]{20,255}"),
-        (("AIza",), r"AIza[0-9A-Za-z_\-]{35}\b"),
-        (("glpat-",), r"glpat-[A-Za-z0-9_\-]{20,}\b"),
-        (("npm_",), r"npm_[A-Za-z0-9]{36}\b"),
-        (("hf_",), r"hf_(?<![\w]...)[A-Za-z0-9]{30,}\b"),
-        (("SG.",), r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}\b"),
-        (("eyJ",), r"eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{8,}"),
-        (("PRIVATE KEY",),
-         r"-----BEGIN[A-Z ]{0,30}PRIVATE KEY( BLOCK)?-----[\s\S]*?-----END[A-Z ]{0,30}PRIVATE KEY( BLOCK)?-----"),
-    )
-)  # fmt: skip
-
-
-_SIGNATURE_GATE = re.compile(
-    r"AKIA|ASIA|AIDA|AROA|AGPA|ANPA|gh[pousr]_|github_pat_|xox|hooks\.slack|_live_|_test_|sk-|"
-    r"AIza|glpat-|npm_|hf_|SG\.|eyJ|PRIVATE KEY"
-)
-
-
-class SignatureRule(Rule):
-    """Secrets with a recognisable format (cloud keys, tokens, JWTs, private-key blocks)."""
-
-    def findings(self, text: str, lower: str | None = None) -> Iterator[Finding]:
-        if _SIGNATURE_GATE.search(text) is None:
-            return
-        for triggers, pattern in _SIGNATURES:
-            if any(trigger in text for trigger in triggers):
-                for match in pattern.finditer(text):
-                    yield Finding(match.start(), match.end(), "SECRET", 0.95, self.name)
-
-
-_SECRET_ANCHOR = re.compile(
-    r"pass|pwd|secret|client|api|access|auth|refresh|private|token|key|bearer|aws|x-api"
-)
-_KEYED_SECRET = re.compile(
-    r"(?i)(?<![\w])(?:password|passwd|passphrase|pwd|pass|secret|client[_\-]?secret|api[_\-]?key|"
-    r"apikey|access[_\-]?key|secret[_\-]?key|access[_\-]?token|auth[_\-]?token|refresh[_\-]?token|"
-    r"private[_\-]?key|token|aws_secret_access_key|x-api-key)[\"']?[ \t]*(?:[:=]|=>|[ \t]is)[ \t]*"
-    r"[\"']?([^\s\"',;{}()<>\[\]]{4,200})"
-    r"|(?i:\bbearer)[ \t]+([A-Za-z0-9._~+/\-]{16,}=*)"
-)
-_NOT_SECRET = frozenset(
-    {"required", "null", "none", "true", "false", "redacted", "hidden", "missing", "invalid",
-     "expired", "changeme?", "******", "********", "xxxx", "empty", "undefined", "string"}
-)  # fmt: skip
-
-
-def _keyed_secret(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
-    group = 1 if match.group(1) else 2
-    value = match.group(group)
-    if value.lower() in _NOT_SECRET or value.startswith("[") or set(value) <= {"*", "x", "X"}:
-        return None
-    return match.start(group), match.end(group), 0.8
-
-
-_URL_CRED = re.compile(
-    r"://([^\s:/?#@\"']+:[^\s/?#@\"']+)@"
-    r"|[?&](?:access_token|token|api_key|apikey|key|password|pwd|secret|sig|signature|auth|"
-    r"session|sessionid|client_secret|code|X-Amz-Signature|X-Amz-Credential)=([^&\s#\"'<>]{6,})"
-)
-
-
-def _url_cred(match: re.Match[str], text: str) -> tuple[int, int, float]:
-    group = 1 if match.group(1) else 2
-    return match.start(group), match.end(group), 0.97
 
 
 # --- payment cards ----------------------------------------------------------------------------
@@ -231,7 +119,7 @@ _SSN_CUE = re.compile(r"ssn|social security|soc\.? sec|tin\b|taxpayer")
 def _ssn(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
     if not ssn_is_valid(match.group(1), match.group(3), match.group(4)):
         return None
-    cue = bool(_SSN_CUE.search(context_before(text, match.start(), 24)))
+    cue = bool(_SSN_CUE.search(context_before(text, match.start(), 32)))
     if not match.group(2):
         return (match.start(), match.end(), 0.85) if cue else None
     if match.group(2) == " " and not cue:
@@ -421,10 +309,10 @@ _UNUSED = re.compile(r"(?!)")
 RULES: tuple[Rule, ...] = (
     EmailRule("EMAIL", "email.regex", _UNUSED, _span()),
     SignatureRule("SECRET", "secret.signature", _UNUSED, _span()),
-    Rule("SECRET", "secret.keyed", _KEYED_SECRET, _keyed_secret, anchor=_SECRET_ANCHOR,
+    Rule("SECRET", "secret.keyed", KEYED_SECRET, keyed_secret, anchor=SECRET_ANCHOR,
          gate=("pass", "pwd", "secret", "api", "access", "auth", "refresh", "private", "token",
                "key", "bearer", "aws", "client")),
-    Rule("URL_CREDENTIAL", "url.credential", _URL_CRED, _url_cred, needs=("=", "://")),
+    Rule("URL_CREDENTIAL", "url.credential", URL_CRED, url_cred, needs=("=", "://")),
     Rule("CREDIT_CARD", "card.luhn", _CARD, _card, needs=("digit",)),
     Rule("IBAN", "iban.mod97", _IBAN, _iban, needs=("digit",)),
     Rule("US_SSN", "ssn.structure", _SSN, _ssn, needs=("digit",)),
