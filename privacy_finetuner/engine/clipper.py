@@ -44,18 +44,23 @@ class GradClipper:
         module: the model; every parameter with ``requires_grad`` is privatised, frozen ones cost
             nothing.
         max_grad_norm: C, the clip norm of one unit's whole gradient.
-        ghost_threshold: the ghost norm is used for a (p × d) weight over T tokens when
-            ``T·(p + d) < ghost_threshold · p·d`` (its cost O(T²(p+d)) vs O(T·p·d) to
-            materialise); otherwise the per-example gradient is materialised once and reused.
+        materialize_budget_mb: memory for materialised per-example weight gradients per
+            micro-batch. Materialising a (p × d) weight over T tokens costs O(T·p·d) once and
+            makes its clipped sum nearly free; the ghost norm costs O(T²(p+d)) *plus* an
+            O(T·p·d) clipped sum but only O(T·(p+d)) memory. So materialising is always cheaper
+            in compute and only memory limits it: weights are materialised in order of the
+            compute they save per byte, (p+d)/(p·d), until ``B · Σ numel · 4`` bytes exceed the
+            budget; the rest use the ghost norm.
     """
 
     def __init__(
-        self, module: nn.Module, *, max_grad_norm: float, ghost_threshold: float = 1.0
+        self, module: nn.Module, *, max_grad_norm: float, materialize_budget_mb: float = 256.0
     ) -> None:
         refuse_unsupported(module)
         self.module = module
         self.max_grad_norm = max_grad_norm
-        self.ghost_threshold = ghost_threshold
+        self.materialize_budget_mb = materialize_budget_mb
+        self._ghost: set[Tensor] = set()
         self._active = False
         self._batch_size = 0
         self._contribs: dict[Tensor, list[Contribution]] = {}
@@ -73,6 +78,7 @@ class GradClipper:
                 self._patched.update(p for p in sub.parameters(recurse=False) if p.requires_grad)
         if not self.params:
             raise EngineError("the model has no trainable parameters to privatise")
+        self._ranked = self._rank_weights(module)
         wide = any(p.dtype == torch.float64 for p in self.params)
         self.acc_dtype = torch.float64 if wide else torch.float32
         self.summed: dict[Tensor, Tensor] = {}
@@ -101,15 +107,52 @@ class GradClipper:
                 f"{self._batch_size} examples; per-example rules need batch-first inputs"
             )
 
-    def prefers_ghost(self, tokens: int, rows: int, cols: int) -> bool:
-        """fastDP's mixed rule: ghost norm when it is cheaper than materialising."""
-        return tokens * (rows + cols) < self.ghost_threshold * rows * cols
+    def prefers_ghost(self, weight: Tensor) -> bool:
+        """Whether ``weight`` stays factored (ghost norm) in this micro-batch's plan."""
+        return weight in self._ghost
+
+    def _rank_weights(self, module: nn.Module) -> list[tuple[Tensor, int]]:
+        """Linear/Conv1D weights by compute saved per byte if materialised, best first.
+
+        Each entry is (weight, bytes per example); a tied weight counts once per use, because
+        materialising one use forces materialising the other (see :meth:`_merged`).
+        """
+        uses: dict[Tensor, int] = {}
+        for name, sub in module.named_modules():
+            for p in sub.parameters(recurse=False):
+                if p.requires_grad:
+                    uses[p] = uses.get(p, 0) + 1
+        ranked: list[tuple[float, Tensor, int]] = []
+        seen: set[Tensor] = set()
+        for name, sub in module.named_modules():
+            weight = getattr(sub, "weight", None)
+            if self.kinds.get(name) not in ("linear", "conv1d") or weight in seen:
+                continue
+            if not isinstance(weight, Tensor) or not weight.requires_grad:
+                continue
+            seen.add(weight)
+            rows, cols = weight.shape
+            score = (rows + cols) / (rows * cols)
+            ranked.append((score, weight, 4 * weight.numel() * uses[weight]))
+        ranked.sort(key=lambda item: -item[0])
+        return [(w, size) for _, w, size in ranked]
+
+    def _plan(self, batch_size: int) -> None:
+        budget = self.materialize_budget_mb * 2**20
+        used = 0.0
+        self._ghost = set()
+        for weight, size in self._ranked:
+            if used + batch_size * size <= budget:
+                used += batch_size * size
+            else:
+                self._ghost.add(weight)
 
     # -- micro-batch lifecycle ----------------------------------------------------------------
     def begin(self, batch_size: int) -> None:
         """Start collecting for a micro-batch of ``batch_size`` examples."""
         self._contribs.clear()
         self._batch_size = batch_size
+        self._plan(batch_size)
         self._active = True
 
     def end(self) -> None:

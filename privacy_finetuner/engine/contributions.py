@@ -83,6 +83,9 @@ def materialise(c: Contribution) -> Tensor:
 
 def _gram_diag(a: Contribution, b: Contribution) -> Tensor:
     """``⟨Gᵃᵢ, Gᵇᵢ⟩`` for every example i, shape (B,)."""
+    if a is b and isinstance(a, Materialised):  # a squared norm: no (B, p, d) temporary
+        norm: Tensor = torch.linalg.vector_norm(promote(a.grads).flatten(1), dim=1)
+        return norm.square()
     if isinstance(a, Materialised) or isinstance(b, Materialised):
         ma, mb = materialise(a), materialise(b)
         return (ma * mb).flatten(1).sum(1)

@@ -65,8 +65,8 @@ class Collector(Protocol):
     def check_batch(self, size: int, *, name: str) -> None:
         """Raise if a layer sees a leading dimension that is not the micro-batch."""
 
-    def prefers_ghost(self, tokens: int, rows: int, cols: int) -> bool:
-        """Whether the ghost norm beats materialising for a (rows × cols) weight over T tokens."""
+    def prefers_ghost(self, weight: Tensor) -> bool:
+        """Whether to keep ``weight``'s per-example gradient factored (ghost) this micro-batch."""
 
 
 def refuse_unsupported(module: nn.Module) -> None:
@@ -157,8 +157,7 @@ def _linear_sink(
         if weight.requires_grad:
             left, right = (xt, gt) if transposed else (gt, xt)
             factored = Factored(left=left, right=right)
-            rows, cols = weight.shape
-            if col.prefers_ghost(xt.shape[1], rows, cols):
+            if col.prefers_ghost(weight):
                 col.add(weight, factored, name=name)
             else:
                 with torch.autocast(x.device.type, enabled=False):  # fp32 per-example grads

@@ -329,8 +329,8 @@ class PrivacyEngine:
         """
         module, _, clipper, noise = self._require()
         loss_fn = loss_fn or causal_lm_loss
-        first = next(iter(batch.values())) if len(batch) else None
-        size = first.shape[0] if isinstance(first, Tensor) else 0
+        tensors = [v for v in batch.values() if isinstance(v, Tensor) and v.dim() > 0]
+        size = int(tensors[0].shape[0]) if tensors else 0
         unit_index, num_units = self._units(batch, size)
         clipper.reset()
         unit_losses = torch.zeros(num_units, dtype=torch.float64)

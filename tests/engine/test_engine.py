@@ -62,7 +62,7 @@ def test_noise_has_std_sigma_c_and_is_added_once_per_step() -> None:
 
 
 def test_gradient_is_divided_by_the_expected_batch_size() -> None:
-    model, opt, engine, loader = _setup(sigma=0.0)
+    _model, _opt, engine, loader = _setup(sigma=0.0)
     batch = next(iter(loader))
     engine.privatize_gradients(batch)
     grad = torch.cat([p.grad.flatten() for p in engine.clipper.params])  # type: ignore[union-attr]
@@ -109,7 +109,7 @@ def test_secure_mode_noise_is_not_replayable() -> None:
 
 
 def test_steps_account_each_logical_batch_once_even_empty() -> None:
-    model, opt, engine, loader = _setup(n=40, batch_size=1)  # q = 1/40: mostly empty batches
+    _model, _opt, engine, loader = _setup(n=40, batch_size=1)  # q = 1/40: mostly empty batches
     results = [engine.step(b) for b in loader]
     assert len(results) == 40 and engine.steps == 40
     assert any(r.num_examples == 0 for r in results)
@@ -121,7 +121,7 @@ def test_steps_account_each_logical_batch_once_even_empty() -> None:
 
 
 def test_empty_batch_still_noises_and_steps() -> None:
-    model, opt, engine, loader = _setup()
+    model, _opt, engine, loader = _setup()
     before = [p.detach().clone() for p in model.parameters()]
     empty = {k: v[:0] for k, v in next(iter(loader)).items()}
     engine.step(empty)
@@ -188,9 +188,9 @@ def test_checkpoint_resume_is_identical(tmp_path: Path) -> None:
 
 
 def test_checkpoint_with_other_dp_parameters_is_refused(tmp_path: Path) -> None:
-    model, opt, engine, loader = _setup(sigma=1.0)
+    model, opt, engine, _loader = _setup(sigma=1.0)
     engine.save_checkpoint(tmp_path / "c.pt", module=model, optimizer=opt)
-    model, opt, engine, loader = _setup(sigma=2.0)
+    model, opt, engine, _loader = _setup(sigma=2.0)
     with pytest.raises(CheckpointError, match="noise_multiplier"):
         engine.load_checkpoint(tmp_path / "c.pt", module=model, optimizer=opt)
     with pytest.raises(CheckpointError):
@@ -224,7 +224,7 @@ def test_resume_restores_budget_stop(tmp_path: Path) -> None:
 
 
 def test_custom_loss_fn_and_shape_check() -> None:
-    model, opt, engine, loader = _setup(sigma=0.0)
+    _model, _opt, engine, loader = _setup(sigma=0.0)
     batch = next(b for b in loader if b["input_ids"].shape[0] > 0)
 
     def mean_logit(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
