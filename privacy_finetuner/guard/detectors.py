@@ -107,9 +107,18 @@ class BuiltinDetector:
             found.extend(unnumbered_address_findings(text))
         if ":" in text or "=" in text:
             found.extend(f for f in _keyed_findings(text, lower) if f.type in self.entities)
-        for start, end in _digit_windows(text):
+        windows = _digit_windows(text)
+        if not windows:
+            return found
+        # a rule whose cue words are nowhere in the text cannot fire in any window
+        digit_rules = [
+            rule
+            for rule in self._digit_rules
+            if not rule.gate or any(word in lower for word in rule.gate)
+        ]
+        for start, end in windows:
             window, window_lower = text[start:end], lower[start:end]
-            for rule in self._digit_rules:
+            for rule in digit_rules:
                 for finding in rule.findings(window, window_lower):
                     found.append(finding.shifted(start))
             if "STREET_ADDRESS" in self.entities:
