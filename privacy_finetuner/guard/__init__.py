@@ -8,6 +8,15 @@ messages, tool-call JSON and training data, offline and fast.
 
 from __future__ import annotations
 
+from privacy_finetuner.errors import MissingDependencyError
+
+try:  # the 'guard' extra; fail at import (an ImportError) rather than on the first phone number
+    import cryptography  # noqa: F401
+    import phonenumbers  # noqa: F401
+    import stdnum  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise MissingDependencyError("the context guard", "guard") from exc
+
 from privacy_finetuner.guard._model import (
     ENTITY_TYPES,
     Finding,
