@@ -19,6 +19,7 @@ from privacy_finetuner.cli._output import print_error
 from privacy_finetuner.errors import (
     ConfigError,
     DataError,
+    GuardError,
     NotFoundError,
     PrivacyFinetunerError,
 )
@@ -67,7 +68,7 @@ def _register_commands() -> None:
 
 _register_commands()
 
-_BAD_INPUT = (ConfigError, DataError, NotFoundError)
+_BAD_INPUT = (ConfigError, DataError, GuardError, NotFoundError)
 
 
 def exit_code_for(exc: PrivacyFinetunerError) -> int:
