@@ -143,6 +143,9 @@ class TrainingConfig(_Section):
     eval_every: int = Field(default=10, ge=1, description="Validation loss every N steps.")
     eval_batches: int = Field(default=4, ge=1, description="Validation batches per evaluation.")
     checkpoint_every: int = Field(default=50, ge=1)
+    eval_tool_calls: int = Field(
+        default=64, ge=0, description="Held-out prompts for the final tool-call exact match."
+    )
 
 
 class PrivacyConfig(_Section):

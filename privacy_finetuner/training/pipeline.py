@@ -313,6 +313,7 @@ def run_job(
         lambda: _evaluate(prepared, model, config, full=True),
     )
     rundir.mark_finished(run, status, step=eng.steps, epsilon=epsilon)
+    shutil.rmtree(run / rundir.CHECKPOINT_DIR, ignore_errors=True)  # a finished run is final
     return result
 
 

@@ -153,7 +153,7 @@ def prepare_data(config: JobConfig, *, tokenizer_dir: Path | None = None) -> Pre
     if not train:
         raise DataError("no training example has an assistant token left after truncation")
     validation, _ = encode_traces(val_traces, tok, max_length=data.max_length)
-    prompts = tool_call_prompts(val_traces[:64], tok)
+    prompts = tool_call_prompts(val_traces[: config.training.eval_tool_calls], tok)
     return PreparedData(
         loaded, train, validation, prompts, stats, num_traces, invalid, guard, source, canaries
     )

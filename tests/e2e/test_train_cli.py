@@ -18,7 +18,8 @@ TINY: dict[str, Any] = {
     "model": {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
                        "intermediate_size": 64, "vocab_size": 400,
                        "tokenizer_corpus_size": 30}},
-    "training": {"max_steps": 3, "batch_size": 8, "eval_every": 3, "eval_batches": 1},
+    "training": {"max_steps": 3, "batch_size": 8, "eval_every": 3, "eval_batches": 1,
+                 "eval_tool_calls": 2},
     "privacy": {"noise_multiplier": 1.2, "target_epsilon": 20.0, "max_physical_batch_size": 8},
 }  # fmt: skip
 

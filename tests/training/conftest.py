@@ -13,7 +13,7 @@ TINY_JOB: dict[str, Any] = {
                  "vocab_size": 400, "tokenizer_corpus_size": 30},
     },
     "training": {"max_steps": 4, "batch_size": 8, "eval_every": 2, "eval_batches": 1,
-                 "checkpoint_every": 100},
+                 "checkpoint_every": 100, "eval_tool_calls": 2},
     "privacy": {"noise_multiplier": 1.0, "target_epsilon": 20.0, "max_physical_batch_size": 8},
 }  # fmt: skip
 
