@@ -80,7 +80,9 @@ def train(
     overrides = merge_overrides(overrides, {k: v for k, v in flags.items() if v is not None})
     overrides = merge_overrides(overrides, _parse_set(set_ or []))
     job = load_config(config, overrides)
-    run_dir = resume or output_dir
+    from privacy_finetuner.training.rundir import CHECKPOINT_DIR, default_run_dir
+
+    run_dir = resume or output_dir or job.output.dir or default_run_dir()
     started = time.perf_counter()
     with quiet_runtime():
         from privacy_finetuner.training import run_job
@@ -90,11 +92,13 @@ def train(
                 job, run_dir, progress=not (no_progress or as_json), resume=resume is not None
             )
         except KeyboardInterrupt:
-            where = run_dir or "the run directory"
-            print_error(
-                f"interrupted; checkpoint saved. Continue with: privacy-finetuner train "
-                f"--resume {where}"
-            )
+            if (run_dir / CHECKPOINT_DIR).is_dir():
+                print_error(
+                    f"interrupted; checkpoint saved. Continue with: privacy-finetuner train "
+                    f"--resume {run_dir}"
+                )
+            else:
+                print_error("interrupted before training started; nothing was saved")
             raise typer.Exit(130) from None
     wall = time.perf_counter() - started
     _report(result, wall, as_json)
