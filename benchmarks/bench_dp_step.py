@@ -48,6 +48,7 @@ class Result:
     peak_rss_mb: float | None
     tokens: int
     error: str | None = None
+    cpu_seconds: float | None = None
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -106,7 +107,6 @@ def _per_example_loss(model: Any, batch: dict[str, Any]) -> Any:
 
 
 def _loader(batch: dict[str, Any]) -> Any:
-    import torch
     from torch.utils.data import DataLoader, TensorDataset
 
     n = batch["input_ids"].shape[0]
@@ -190,13 +190,19 @@ def worker(workload: str, mode: str, steps: int, warmup: int) -> dict[str, Any]:
     step = _step_fn(mode, model, batch)
     for _ in range(warmup):
         step()
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": statistics.median(times), "all": times, "peak_rss_mb": peak_kb / 1024}
+    return {
+        "seconds": statistics.median(times),
+        "cpu_seconds": statistics.median(cpu),
+        "all": times,
+        "peak_rss_mb": peak_kb / 1024,
+    }
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -204,6 +210,8 @@ def _run_one(workload: str, mode: str, steps: int, warmup: int) -> Result:
     spec = WORKLOADS[workload]
     tokens = spec["seq"] * spec["batch"]
     cmd = [sys.executable, __file__, "--worker", workload, mode, str(steps), str(warmup)]
+    if os.environ.get("OMP_NUM_THREADS"):
+        cmd += ["--threads", os.environ["OMP_NUM_THREADS"]]
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])
     )
@@ -213,7 +221,9 @@ def _run_one(workload: str, mode: str, steps: int, warmup: int) -> Result:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return Result(workload, mode, None, None, tokens, error=tail[:200])
     data = json.loads(lines[-1])
-    return Result(workload, mode, data["seconds"], data["peak_rss_mb"], tokens)
+    return Result(
+        workload, mode, data["seconds"], data["peak_rss_mb"], tokens, None, data["cpu_seconds"]
+    )
 
 
 def _opacus_missing() -> str | None:
@@ -233,9 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--quick", action="store_true", help="1 round, 2 steps, 1 warm-up")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads per worker (0: torch's default)"
+    )
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the workers
     if args.worker:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
         workload, mode, steps, warmup = args.worker
         print(json.dumps(worker(workload, mode, int(steps), int(warmup))))
         return 0
@@ -274,6 +293,8 @@ def _summarise(
         base = [r.seconds for r in runs.get((w, "nonprivate"), []) if r.seconds]
         base_rss = [r.peak_rss_mb for r in runs.get((w, "nonprivate"), []) if r.peak_rss_mb]
         t0 = statistics.median(base) if base else None
+        base_cpu = [r.cpu_seconds for r in runs.get((w, "nonprivate"), []) if r.cpu_seconds]
+        c0 = statistics.median(base_cpu) if base_cpu else None
         m0 = statistics.median(base_rss) if base_rss else None
         for m in modes:
             res = runs.get((w, m), [])
@@ -283,6 +304,7 @@ def _summarise(
                 continue
             sec = statistics.median(r.seconds for r in ok if r.seconds)
             rss = statistics.median(r.peak_rss_mb for r in ok if r.peak_rss_mb)
+            cpu = statistics.median(r.cpu_seconds for r in ok if r.cpu_seconds)
             rows.append(
                 {
                     "workload": w,
@@ -293,13 +315,18 @@ def _summarise(
                     "peak_rss_mb": rss,
                     "rss_ratio": rss / m0 if m0 else None,
                     "runs": [r.seconds for r in ok],
+                    "cpu_s_per_step": cpu,
+                    "cpu_ratio": cpu / c0 if c0 else None,
                 }
             )
     return rows
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    head = f"{'wl':<3}{'mode':<14}{'s/step':>9}{'x nonpriv':>10}{'tok/s':>9}{'peak RSS MB':>12}{'x RSS':>7}"
+    head = (
+        f"{'wl':<3}{'mode':<14}{'s/step':>9}{'x nonpriv':>10}{'tok/s':>9}"
+        f"{'cpu s/step':>11}{'x cpu':>7}{'peak RSS MB':>12}{'x RSS':>7}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:

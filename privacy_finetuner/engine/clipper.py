@@ -118,7 +118,7 @@ class GradClipper:
         materialising one use forces materialising the other (see :meth:`_merged`).
         """
         uses: dict[Tensor, int] = {}
-        for name, sub in module.named_modules():
+        for sub in module.modules():
             for p in sub.parameters(recurse=False):
                 if p.requires_grad:
                     uses[p] = uses.get(p, 0) + 1
