@@ -41,7 +41,12 @@ def _config(args: argparse.Namespace, run_dir: Path) -> JobConfig:
                 "validation_split": 0.1,
             },
             "guard": {"enabled": True, "strategy": "redact"},
-            "model": {"name": "tiny", "finetuning": "full"},
+            "model": {
+                "name": "tiny",
+                "finetuning": "full",
+                # the model of `train --example support-agent`
+                "tiny": {"hidden_size": 64, "intermediate_size": 128, "vocab_size": 1024},
+            },
             "training": {
                 "max_steps": args.steps,
                 "batch_size": args.batch_size,
@@ -94,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="synthetic traces")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=48)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--epsilon", type=float, default=8.0)

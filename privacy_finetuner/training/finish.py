@@ -50,6 +50,9 @@ def build_report(
     if status == "budget_exhausted":
         warnings_.append(f"training stopped at the privacy budget after {eng.steps} steps")
     stats = prepared.train_stats
+    curve = [list(point) for point in state.epsilon]
+    if curve and curve[-1][0] == eng.steps and math.isfinite(epsilon):
+        curve[-1][1] = epsilon  # the exact ε, not the coarse-grid upper bound of the curve
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "version": __version__,
@@ -106,7 +109,7 @@ def build_report(
         "metrics": {
             "train_loss": state.train_loss,
             "validation_loss": [[s, _finite(v)] for s, v in state.validation_loss],
-            "epsilon": state.epsilon,
+            "epsilon": curve,
             "final": {k: _finite(v) for k, v in final.items()},
         },
         "timing": {
