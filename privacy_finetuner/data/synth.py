@@ -280,12 +280,12 @@ def generate_traces(
     """
     from faker import Faker
 
-    rng = random.Random(seed)  # noqa: S311  # nosec B311 - synthetic data, not secrets
+    rng = random.Random(seed)  # noqa: S311  # nosec B311
     fake = Faker(list(LOCALES))
     fake.seed_instance(seed)
     traces: list[Trace] = []
     planted: list[Canary] = []
-    canary_rng = random.Random(seed + 1_000_003)  # noqa: S311  # nosec B311 - reproducible
+    canary_rng = random.Random(seed + 1_000_003)  # noqa: S311  # nosec B311
     user_index = 0
     while len(traces) < n:
         user = _profile(fake, rng, user_index)

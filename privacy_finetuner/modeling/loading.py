@@ -75,9 +75,7 @@ def _from_pretrained(config: ModelConfig) -> tuple[Any, Any]:
     }
     source = str(local) if local.is_dir() else name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            source, **kwargs
-        )  # nosec B615 - revision is config.model.revision
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)  # nosec B615
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)  # nosec B615
     except OSError as exc:
         hint = " (HF_HUB_OFFLINE is set: only the local cache is used)" if offline_mode() else ""
@@ -112,7 +110,7 @@ def load_base_model(
         if tokenizer_dir is not None:
             from transformers import AutoTokenizer
 
-            saved = AutoTokenizer.from_pretrained(tokenizer_dir)  # nosec B615 - local dir
+            saved = AutoTokenizer.from_pretrained(tokenizer_dir)  # nosec B615
             tokenizer = _prepare_tokenizer(saved)
         else:
             traces = tokenizer_corpus
@@ -205,7 +203,7 @@ def load_trained(run_dir: str | Path) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        saved = AutoTokenizer.from_pretrained(run / "tokenizer")  # nosec B615 - local dir
+        saved = AutoTokenizer.from_pretrained(run / "tokenizer")  # nosec B615
         tokenizer = _prepare_tokenizer(saved)
         if info["method"] == "lora":
             from peft import PeftModel

@@ -67,11 +67,8 @@ def train_tiny_tokenizer(texts: Iterable[str], *, vocab_size: int) -> Any:
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(texts), trainer=trainer)
-    specials = {
-        "bos_token": "<|endoftext|>",
-        "eos_token": "<|im_end|>",
-        "pad_token": "<pad>",
-    }  # nosec B105 - token names
+    pad, endoftext, _, im_end = SPECIAL_TOKENS[:4]
+    specials = {"bos_token": endoftext, "eos_token": im_end, "pad_token": pad}
     fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         additional_special_tokens=["<|im_start|>", "<tool_call>", "</tool_call>"],
