@@ -335,9 +335,11 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             continue
         ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"
         rss_ratio = f"{r['rss_ratio']:.2f}" if r["rss_ratio"] else "-"
+        cpu_ratio = f"{r['cpu_ratio']:.2f}" if r["cpu_ratio"] else "-"
         print(
             f"{r['workload']:<3}{r['mode']:<14}{r['s_per_step']:>9.3f}{ratio:>10}"
-            f"{r['tokens_per_s']:>9.0f}{r['peak_rss_mb']:>12.0f}{rss_ratio:>7}"
+            f"{r['tokens_per_s']:>9.0f}{r['cpu_s_per_step']:>11.3f}{cpu_ratio:>7}"
+            f"{r['peak_rss_mb']:>12.0f}{rss_ratio:>7}"
         )
 
 
