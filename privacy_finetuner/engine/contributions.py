@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from privacy_finetuner.errors import EngineError
+
 __all__ = [
     "Contribution",
     "Factored",
@@ -96,7 +98,8 @@ def _gram_diag(a: Contribution, b: Contribution) -> Tensor:
     if isinstance(a, Factored) and isinstance(b, Factored):
         ll = torch.bmm(promote(a.left), promote(b.left).transpose(1, 2))
         return (ll * rr).sum((1, 2))
-    assert isinstance(a, Indexed)  # noqa: S101 - narrowed by the swaps above
+    if not isinstance(a, Indexed):  # narrowed by the swaps above
+        raise EngineError(f"unexpected contribution pair {type(a).__name__}, {type(b).__name__}")
     if isinstance(b, Indexed):
         same = a.index[:, :, None] == b.index[:, None, :]
         return (rr * same).sum((1, 2))
@@ -123,7 +126,10 @@ def _gram_full(a: Contribution, b: Contribution) -> Tensor:
     if isinstance(a, Factored) and isinstance(b, Factored):
         tokens = (_flat(a.left) @ _flat(b.left).T) * rr
     else:
-        assert isinstance(a, Indexed)  # noqa: S101 - narrowed by the swap above
+        if not isinstance(a, Indexed):  # narrowed by the swap above
+            raise EngineError(
+                f"unexpected contribution pair {type(a).__name__}, {type(b).__name__}"
+            )
         if isinstance(b, Indexed):
             tokens = rr * (a.index.reshape(-1, 1) == b.index.reshape(1, -1))
         else:

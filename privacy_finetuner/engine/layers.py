@@ -29,7 +29,7 @@ from privacy_finetuner.engine.contributions import (
     Materialised,
     promote,
 )
-from privacy_finetuner.errors import UnsupportedModuleError
+from privacy_finetuner.errors import EngineError, UnsupportedModuleError
 
 __all__ = ["Collector", "attach_rule", "refuse_unsupported"]
 
@@ -300,7 +300,8 @@ class _HookRule:
             unit["bias"] = torch.zeros_like(own["bias"])
         with torch.no_grad():
             out = functional_call(self.module, unit, (x,))
-        assert isinstance(out, Tensor)  # noqa: S101 - checked in the forward hook
+        if not isinstance(out, Tensor):  # checked in the forward hook
+            raise EngineError(f"{type(self.module).__name__} did not return a tensor")
         return out
 
     def _verify(self, x: Tensor, out: Tensor) -> None:

@@ -289,7 +289,8 @@ class PrivacyEngine:
     def _require(self) -> tuple[nn.Module, torch.optim.Optimizer, GradClipper, NoiseSource]:
         if self.module is None or self.optimizer is None or self.clipper is None:
             raise EngineError("call make_private first")
-        assert self.noise is not None  # noqa: S101 - set together with the clipper
+        if self.noise is None:  # set together with the clipper
+            raise EngineError("call make_private first")
         return self.module, self.optimizer, self.clipper, self.noise
 
     def step(self, batch: Any, loss_fn: LossFn | None = None) -> StepResult:
