@@ -128,6 +128,21 @@ def calibrate_noise_multiplier(
     return Calibration(noise_multiplier=sigma, epsilon=fine(sigma))
 
 
+def _largest_true(predicate: Callable[[int], bool], start: int, limit: int) -> int:
+    """Largest n in [start, limit] with predicate(n), given predicate(start) (monotone: true, then false)."""
+    low, step = start, 1
+    while low + step <= limit and predicate(low + step):
+        low, step = low + step, step * 2
+    high = min(low + step, limit + 1)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if predicate(mid):
+            low = mid
+        else:
+            high = mid
+    return low
+
+
 def max_steps_within_budget(
     *,
     target_epsilon: float,
@@ -141,26 +156,25 @@ def max_steps_within_budget(
     """Largest number of further steps at (σ, q) that keeps the total ε ≤ ``target_epsilon``.
 
     ``prior`` are the segments already spent (a resumed run, a ledger). Used to stop training before
-    the first step that would overspend, without composing the PLD at every step.
+    the first step that would overspend, without composing the PLD at every step. The search runs on
+    the coarse PLD grid (its ε is an upper bound, so its answer is safe) and then extends the answer
+    by the few steps the full-precision grid still allows.
     """
     check_epsilon(target_epsilon)
 
-    def fits(steps: int) -> bool:
+    def fits(steps: int, discretization: float) -> bool:
         extra = DpSegment(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
-        eps = compute_epsilon([*prior, extra], delta=delta, accountant=accountant)
+        eps = compute_epsilon(
+            [*prior, extra], delta=delta, accountant=accountant, pld_discretization=discretization
+        )
         return eps <= target_epsilon
 
-    if not fits(1):
+    def fits_fine(steps: int) -> bool:
+        return fits(steps, DEFAULT_PLD_DISCRETIZATION)
+
+    if accountant == "pld" and fits(1, _COARSE_PLD_DISCRETIZATION):
+        safe = _largest_true(lambda n: fits(n, _COARSE_PLD_DISCRETIZATION), 1, limit)
+        return _largest_true(fits_fine, safe, limit)
+    if not fits_fine(1):
         return 0
-    low, high = 1, 2
-    while high <= limit and fits(high):
-        low, high = high, high * 2
-    if high > limit:
-        return limit
-    while high - low > 1:
-        mid = (low + high) // 2
-        if fits(mid):
-            low = mid
-        else:
-            high = mid
-    return low
+    return _largest_true(fits_fine, 1, limit)

@@ -52,14 +52,19 @@ def test_rejects_bad_target() -> None:
         calibrate_noise_multiplier(target_epsilon=0, delta=1e-5, sample_rate=0.01, steps=10)
 
 
-def test_max_steps_within_budget_is_tight() -> None:
+@pytest.mark.parametrize("accountant", ["pld", "rdp"])
+def test_max_steps_within_budget_is_tight(accountant: str) -> None:
     sigma, q, target = 1.0, 0.02, 2.0
     n = max_steps_within_budget(
-        target_epsilon=target, delta=1e-5, noise_multiplier=sigma, sample_rate=q, accountant="rdp"
+        target_epsilon=target,
+        delta=1e-5,
+        noise_multiplier=sigma,
+        sample_rate=q,
+        accountant=accountant,
     )
     assert n > 0
-    assert compute_epsilon([DpSegment(sigma, q, n)], delta=1e-5, accountant="rdp") <= target
-    assert compute_epsilon([DpSegment(sigma, q, n + 1)], delta=1e-5, accountant="rdp") > target
+    assert compute_epsilon([DpSegment(sigma, q, n)], delta=1e-5, accountant=accountant) <= target
+    assert compute_epsilon([DpSegment(sigma, q, n + 1)], delta=1e-5, accountant=accountant) > target
 
 
 def test_max_steps_counts_prior_spending() -> None:
