@@ -27,7 +27,7 @@ from typing import Any
 
 from privacy_finetuner.config import JobConfig, load_config
 from privacy_finetuner.training import run_job
-from privacy_finetuner.training.evaluation import tool_call_exact_match, validation_loss
+from privacy_finetuner.training.evaluation import tool_call_scores, validation_loss
 from privacy_finetuner.training.prepare import PreparedData, prepare_data
 
 
@@ -127,11 +127,12 @@ def main() -> None:
     baseline_seconds = _non_private(prepared, config, args.steps)
     pad = prepared.loaded.tokenizer.pad_token_id
     base_loss = validation_loss(prepared.loaded.model, prepared.validation, pad_token_id=pad)
-    base_em = tool_call_exact_match(
-        prepared.loaded.model, prepared.loaded.tokenizer, prepared.prompts
-    )
+    scores = tool_call_scores(prepared.loaded.model, prepared.loaded.tokenizer, prepared.prompts)
+    base_em = (scores or {}).get("exact_match", 0.0)
+    base_names = (scores or {}).get("name_match", 0.0)
 
     dp_em, dp_loss = dp_final["tool_call_exact_match"] or 0.0, dp_final["loss"]
+    dp_names = dp_final.get("tool_call_name_match") or 0.0
     ratio = dp_em / base_em if base_em else math.nan
     summary: dict[str, Any] = {
         "epsilon": result.epsilon,
@@ -142,9 +143,9 @@ def main() -> None:
         "batch_size": args.batch_size,
         "train_examples": len(prepared.train),
         "tool_call_prompts": len(prepared.prompts),
-        "dp": {"validation_loss": dp_loss, "tool_call_exact_match": dp_em,
+        "dp": {"validation_loss": dp_loss, "tool_call_exact_match": dp_em, "tool_name_match": dp_names,
                "seconds": round(dp_seconds, 1)},
-        "non_private": {"validation_loss": base_loss, "tool_call_exact_match": base_em,
+        "non_private": {"validation_loss": base_loss, "tool_call_exact_match": base_em, "tool_name_match": base_names,
                         "seconds": round(baseline_seconds, 1)},
         "exact_match_ratio": ratio,
         "target_ratio": 0.9,
@@ -156,9 +157,9 @@ def main() -> None:
     print(f"\nUtility at ε = {result.epsilon:.3f} (target {args.epsilon}), δ = {args.delta:g}, "
           f"σ = {result.noise_multiplier:.3f}, q = {result.sample_rate:.4f}, "
           f"{result.steps} steps, batch {args.batch_size}, {len(prepared.train)} train examples")  # fmt: skip
-    print(f"{'model':<14}{'val loss':>10}{'tool-call EM':>14}")
-    print(f"{'non-private':<14}{base_loss:>10.4f}{base_em or 0.0:>14.3f}")
-    print(f"{'DP':<14}{dp_loss:>10.4f}{dp_em:>14.3f}")
+    print(f"{'model':<14}{'val loss':>10}{'tool-call EM':>14}{'function name':>15}")
+    print(f"{'non-private':<14}{base_loss:>10.4f}{base_em:>14.3f}{base_names:>15.3f}")
+    print(f"{'DP':<14}{dp_loss:>10.4f}{dp_em:>14.3f}{dp_names:>15.3f}")
     print(f"DP / non-private exact match: {ratio:.3f} (target ≥ 0.90: "
           f"{'met' if summary['meets_target'] else 'NOT met'}); "
           f"{len(prepared.prompts)} held-out prompts")  # fmt: skip

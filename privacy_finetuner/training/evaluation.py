@@ -13,6 +13,7 @@ __all__ = [
     "EvalResult",
     "generate_text",
     "tool_call_exact_match",
+    "tool_call_scores",
     "validation_loss",
 ]
 
@@ -128,6 +129,30 @@ def _normalise(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def tool_call_scores(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[ToolCallPrompt],
+    *,
+    max_new_tokens: int = 96,
+) -> dict[str, float] | None:
+    """``exact_match``: fraction of prompts whose generated tool calls equal the expected ones
+    (same function names in order, same parsed JSON arguments, numbers compared as numbers);
+    ``name_match``: fraction where only the function names agree."""
+    if not prompts:
+        return None
+    texts = generate_text(
+        model, tokenizer, [p.prompt for p in prompts], max_new_tokens=max_new_tokens
+    )
+    exact = names = 0
+    for prompt, text in zip(prompts, texts, strict=True):
+        got = [(name, _normalise(args)) for name, args in parse_tool_calls(text)]
+        want = [(c.name, _normalise(c.arguments)) for c in prompt.expected]
+        exact += int(got == want)
+        names += int([g[0] for g in got] == [w[0] for w in want])
+    return {"exact_match": exact / len(prompts), "name_match": names / len(prompts)}
+
+
 def tool_call_exact_match(
     model: Any,
     tokenizer: Any,
@@ -135,16 +160,6 @@ def tool_call_exact_match(
     *,
     max_new_tokens: int = 96,
 ) -> float | None:
-    """Fraction of prompts whose generated tool calls equal the expected ones: same function
-    names in the same order and the same parsed JSON arguments (numbers compared as numbers)."""
-    if not prompts:
-        return None
-    texts = generate_text(
-        model, tokenizer, [p.prompt for p in prompts], max_new_tokens=max_new_tokens
-    )
-    hits = 0
-    for prompt, text in zip(prompts, texts, strict=True):
-        got = [(name, _normalise(args)) for name, args in parse_tool_calls(text)]
-        want = [(c.name, _normalise(c.arguments)) for c in prompt.expected]
-        hits += int(got == want)
-    return hits / len(prompts)
+    """The ``exact_match`` of :func:`tool_call_scores` (None without prompts)."""
+    scores = tool_call_scores(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    return None if scores is None else scores["exact_match"]

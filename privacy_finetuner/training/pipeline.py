@@ -185,16 +185,16 @@ def _build(
 def _evaluate(
     prepared: PreparedData, model: Any, config: JobConfig, *, full: bool
 ) -> dict[str, Any]:
-    from privacy_finetuner.training.evaluation import tool_call_exact_match, validation_loss
+    from privacy_finetuner.training.evaluation import tool_call_scores, validation_loss
 
     pad = prepared.loaded.tokenizer.pad_token_id
     batches = None if full else config.training.eval_batches
     loss = validation_loss(model, prepared.validation, pad_token_id=pad, max_batches=batches)
     out: dict[str, Any] = {"loss": loss, "perplexity": math.exp(loss) if loss < 50 else math.inf}
     if full:
-        out["tool_call_exact_match"] = tool_call_exact_match(
-            model, prepared.loaded.tokenizer, prepared.prompts
-        )
+        scores = tool_call_scores(model, prepared.loaded.tokenizer, prepared.prompts) or {}
+        out["tool_call_exact_match"] = scores.get("exact_match")
+        out["tool_call_name_match"] = scores.get("name_match")
         out["tool_call_prompts"] = len(prepared.prompts)
         out["examples"] = len(prepared.validation)
     return out
