@@ -22,8 +22,7 @@ venv: $(STAMP)
 
 ## The main job on the embedded defaults (built-in synthetic data, tiny model, SQLite, no Redis).
 demo: venv
-	$(BIN)/privacy-finetuner calibrate --target-epsilon 3 --delta 1e-5 --sample-rate 0.01 --steps 1000
-	$(BIN)/privacy-finetuner epsilon --noise-multiplier 1.0 --sample-rate 0.01 --steps 1000 --delta 1e-5
+	$(BIN)/privacy-finetuner train --example support-agent
 
 ## The whole test suite (exit 5, "no tests collected", counts as a failure).
 test: venv

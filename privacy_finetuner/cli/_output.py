@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 error_console = Console(stderr=True)
@@ -20,4 +21,8 @@ def print_json(data: dict[str, Any]) -> None:
 
 def print_error(message: str) -> None:
     """One line on stderr, prefixed so it is easy to grep in logs."""
-    error_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    # escape(): messages quote user input such as "messages[0]" that rich would read as markup;
+    # soft_wrap: one line even when stderr is not a terminal (logs, CI).
+    error_console.print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True
+    )

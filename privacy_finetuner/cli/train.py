@@ -56,6 +56,10 @@ def train(
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    audit: Annotated[
+        bool,
+        typer.Option("--audit", help="Plant canaries and add the empirical privacy audit."),
+    ] = False,
 ) -> None:
     """Fine-tune with DP-SGD and write the model, privacy report and model card."""
     from privacy_finetuner.cli._runtime import quiet_runtime
@@ -76,6 +80,7 @@ def train(
         "privacy.delta": delta,
         "privacy.privacy_unit": privacy_unit,
         "training.max_steps": max_steps,
+        "audit.enabled": True if audit else None,
     }
     overrides = merge_overrides(overrides, {k: v for k, v in flags.items() if v is not None})
     overrides = merge_overrides(overrides, _parse_set(set_ or []))
@@ -102,6 +107,29 @@ def train(
             raise typer.Exit(130) from None
     wall = time.perf_counter() - started
     _report(result, wall, as_json)
+    _check_audit(result, as_json)
+
+
+def _check_audit(result: Any, as_json: bool) -> None:
+    """Exit 3 when the measured ε lower bound exceeds the proven ε: that is an implementation bug."""
+    audit = result.audit
+    if audit is None:
+        return
+    bound = audit.one_run.epsilon_lower
+    proven = "not valid" if audit.claimed_epsilon is None else f"{audit.claimed_epsilon:.4g}"
+    median = audit.exposure.get("median_bits")
+    if not as_json:
+        console.print(
+            f"audit: proven ε {proven} (per canary, group privacy applied) vs measured lower "
+            f"bound {bound:.3g} at 95% confidence; median canary exposure "
+            f"{'n/a' if median is None else f'{median:.2f}'} bits"
+        )
+    if audit.violation:
+        print_error(
+            f"the audit's ε lower bound {bound:.3g} exceeds the proven ε {proven}: "
+            "the privacy guarantee does not hold for this run"
+        )
+        raise typer.Exit(3)
 
 
 def _report(result: Any, wall: float, as_json: bool) -> None:
@@ -118,6 +146,9 @@ def _report(result: Any, wall: float, as_json: bool) -> None:
         "tool_call_exact_match": metrics.get("tool_call_exact_match"),
         "wall_seconds": round(wall, 1),
     }
+    if result.audit is not None:
+        payload["audit_epsilon_lower"] = result.audit.one_run.epsilon_lower
+        payload["audit_violation"] = result.audit.violation
     if as_json:
         print_json(payload)
         return

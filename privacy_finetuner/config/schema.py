@@ -186,6 +186,20 @@ class OutputConfig(_Section):
     report_html: bool = True
 
 
+class AuditConfig(_Section):
+    """The empirical privacy audit run after training (``train --audit``).
+
+    Canaries are planted in assistant turns after the validation split; half of them are trained
+    on, the others held out, so the one-run audit and the exposure test have members and
+    non-members.
+    """
+
+    enabled: bool = False
+    canaries: int = Field(default=64, ge=2, le=100_000, description="Audit canaries (m).")
+    repeats: int = Field(default=10, ge=1, le=1000, description="Copies of each included canary.")
+    seed: int = Field(default=0, description="Seed of the canary draw.")
+
+
 class JobConfig(_Section):
     """A whole fine-tuning job."""
 
@@ -195,3 +209,4 @@ class JobConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)

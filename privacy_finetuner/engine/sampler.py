@@ -204,6 +204,8 @@ def make_poisson_loader(
         units = group_units(ids)
     else:
         units = [[i] for i in range(len(dataset))]
+    if not units:
+        raise SamplingError("the data set is empty: Poisson sampling needs at least one unit")
     return PoissonDataLoader(
         dataset,
         collate_fn=data_loader.collate_fn,

@@ -56,6 +56,7 @@ class RunResult:
     history: list[dict[str, Any]]
     status: str = "completed"
     metrics: dict[str, Any] = field(default_factory=dict)
+    audit: Any = None  # privacy_finetuner.audit.AuditResult after ``audit.enabled``
 
 
 @dataclass
@@ -314,6 +315,12 @@ def run_job(
     )
     rundir.mark_finished(run, status, step=eng.steps, epsilon=epsilon)
     shutil.rmtree(run / rundir.CHECKPOINT_DIR, ignore_errors=True)  # a finished run is final
+    if prepared.audit_plan is not None:
+        # After the run is marked finished: the audit reads the saved model and report, and a
+        # failure in it never turns a valid run into an incomplete one.
+        from privacy_finetuner.audit.hooks import finish_audit
+
+        result.audit = finish_audit(run, prepared.audit_plan)
     return result
 
 

@@ -11,6 +11,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from privacy_finetuner.accounting import (
     DpSegment,
@@ -59,6 +60,7 @@ class PreparedData:
     guard: GuardOutcome
     source: str
     canaries: list[Canary] = field(default_factory=list)
+    audit_plan: Any = None  # privacy_finetuner.audit.CanaryPlan when the audit is enabled
 
     @property
     def num_users(self) -> int:
@@ -142,6 +144,16 @@ def prepare_data(config: JobConfig, *, tokenizer_dir: Path | None = None) -> Pre
         train_traces = traces
     else:
         train_traces, val_traces = _split(traces, data.validation_split, config.training.seed)
+    audit_plan = None
+    if config.audit.enabled:  # after the split, so no audit canary is held out for validation
+        from privacy_finetuner.audit.hooks import add_audit_canaries
+
+        train_traces, audit_plan = add_audit_canaries(
+            train_traces,
+            canaries=config.audit.canaries,
+            repeats=config.audit.repeats,
+            seed=config.audit.seed,
+        )
     loaded = load_base_model(
         config.model,
         max_length=data.max_length,
@@ -155,7 +167,17 @@ def prepare_data(config: JobConfig, *, tokenizer_dir: Path | None = None) -> Pre
     validation, _ = encode_traces(val_traces, tok, max_length=data.max_length)
     prompts = tool_call_prompts(val_traces[: config.training.eval_tool_calls], tok)
     return PreparedData(
-        loaded, train, validation, prompts, stats, num_traces, invalid, guard, source, canaries
+        loaded,
+        train,
+        validation,
+        prompts,
+        stats,
+        num_traces,
+        invalid,
+        guard,
+        source,
+        canaries,
+        audit_plan,
     )
 
 

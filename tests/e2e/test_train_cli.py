@@ -153,3 +153,20 @@ def test_train_evaluate_generate(
 
     code, _, err = _run(["train", str(config), "--output-dir", str(out_dir)], capsys)
     assert code != 0 and "not empty" in _one_line(err)
+
+
+def test_train_with_audit_adds_the_empirical_privacy_section(
+    tmp_path: Path, traces: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "audited"
+    config = _config(tmp_path, traces)
+    argv = ["train", str(config), "--output-dir", str(out_dir), "--json", "--audit",
+            "--set", "audit.canaries=8", "--set", "audit.repeats=2"]  # fmt: skip
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["audit_violation"] is False
+    assert result["audit_epsilon_lower"] >= 0.0
+    audit = json.loads((out_dir / "audit.json").read_text(encoding="utf-8"))
+    assert audit["canaries"] == 8
+    assert "Empirical privacy" in (out_dir / "report.html").read_text(encoding="utf-8")

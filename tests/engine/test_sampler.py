@@ -152,3 +152,18 @@ def test_user_unit_needs_user_ids() -> None:
         DataLoader(data, batch_size=2), privacy_unit="user", user_ids=[0, 0, 1, 1, 2, 2, 3, 3]
     )
     assert engine.sample_rate == pytest.approx(0.5)  # batch size / number of users
+
+
+def test_empty_dataset_is_refused_with_a_clear_error() -> None:
+    from privacy_finetuner.engine.sampler import make_poisson_loader
+
+    empty = DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 3)), batch_size=4)
+    with pytest.raises(SamplingError, match="empty"):
+        make_poisson_loader(
+            empty,
+            user_ids=None,
+            by_user=False,
+            max_examples_per_user=None,
+            generator=torch.Generator().manual_seed(0),
+            secure_mode=False,
+        )
