@@ -364,7 +364,9 @@ def run_submissions(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         result["pass"] = (
             status.committed_epsilon <= budget + 1e-9
             and accepted == jobs == reserves
-            and accepted == fit
+            # On Redis nothing consumes the queue, so exactly `fit` reservations fit. In-process,
+            # jobs run and release their unspent reservations, so more may be admitted later.
+            and (accepted == fit if redis_url else accepted >= fit)
             and verified.ok
             and result["other_status"] == 0
         )
