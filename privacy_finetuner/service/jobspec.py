@@ -1,22 +1,22 @@
 """A submitted job config: validated as the CLI validates it, then planned into DP segments.
 
-The plan (σ, q, steps) is what the ledger reserves at submission. It comes from the trainer's own
-``privacy_finetuner.training.prepare.plan_privacy`` when the training extra is installed (else the
-same formulas here): q = batch size / units, steps = ``max_steps`` or ⌈epochs / q⌉, σ = the fixed
-noise multiplier or the one calibrated to the target ε. The number of units is the data set's
+The plan (σ, q, steps) is what the ledger reserves at submission. It comes from
+``privacy_finetuner.config.planning.plan_privacy``, the same torch-free planner the trainer uses:
+q = batch size / units, steps = ``max_steps`` or ⌈epochs / q⌉ (truncated to what a target ε
+affords), σ = the fixed noise multiplier or the one calibrated to the target ε. The number of units is the data set's
 registered ``num_units`` (or, for the built-in synthetic data, the size of its training split).
 Whatever the plan, the trainer charges the steps it actually takes, each before taking it.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privacy_finetuner.accounting import DpSegment, calibrate_noise_multiplier
+from privacy_finetuner.accounting import DpSegment
+from privacy_finetuner.config.planning import plan_privacy
 from privacy_finetuner.errors import ConfigError
 
 __all__ = ["JobPlan", "check_submitted_config", "deep_merge", "plan_job", "validate_job_config"]
@@ -105,41 +105,14 @@ def plan_job(config: Any, *, num_units: int | None = None) -> JobPlan:
         n = max(1, math.floor(config.data.synthetic.n * (1 - config.data.validation_split)))
     if n is None:
         raise ConfigError("the data set must be registered with num_units to plan this job")
-    plan_privacy = None
-    if privacy.noise_multiplier is None or privacy.target_epsilon is not None:
-        # calibration or step truncation: ask the trainer's planner (a fixed σ without a
-        # target needs neither, and the formulas below are the trainer's)
-        try:
-            prepare = importlib.import_module("privacy_finetuner.training.prepare")
-            plan_privacy = getattr(prepare, "plan_privacy", None)
-        except ImportError:  # training extra not installed
-            plan_privacy = None
-    if plan_privacy is not None:
-        plan = plan_privacy(config, num_units=n)
-        segments = [
-            DpSegment(
-                noise_multiplier=float(plan.noise_multiplier),
-                sample_rate=float(plan.sample_rate),
-                steps=int(plan.steps),
-            )
-        ]
-    else:
-        q = min(1.0, config.training.batch_size / n)
-        if config.training.max_steps is not None:
-            steps = int(config.training.max_steps)
-        else:
-            steps = max(1, math.ceil(float(config.training.epochs or 1.0) / q))
-        sigma = privacy.noise_multiplier
-        if sigma is None:
-            sigma = calibrate_noise_multiplier(
-                target_epsilon=privacy.target_epsilon,
-                delta=privacy.delta,
-                sample_rate=q,
-                steps=steps,
-                accountant=privacy.accountant,
-                rtol=1e-3,
-            ).noise_multiplier
-        segments = [DpSegment(noise_multiplier=float(sigma), sample_rate=q, steps=steps)]
+    plan = plan_privacy(config, num_units=n)
+    segments = [
+        DpSegment(
+            noise_multiplier=float(plan.noise_multiplier),
+            sample_rate=float(plan.sample_rate),
+            steps=int(plan.steps),
+        )
+    ]
     return JobPlan(
         segments=segments,
         clip_norm=float(privacy.max_grad_norm),

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from privacy_finetuner._version import __version__
+from privacy_finetuner.config.planning import Plan
 from privacy_finetuner.config.schema import JobConfig
 from privacy_finetuner.report import REPORT_SCHEMA_VERSION, write_documents
-from privacy_finetuner.training.prepare import Plan, PreparedData
+from privacy_finetuner.training.prepare import PreparedData
 
 __all__ = ["build_report", "finish_run"]
 

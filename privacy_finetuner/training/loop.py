@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from privacy_finetuner.accounting import DpSegment
+from privacy_finetuner.config.planning import Plan
 from privacy_finetuner.config.schema import JobConfig
 from privacy_finetuner.errors import BudgetExceededError
-from privacy_finetuner.training.prepare import Plan, PreparedData
+from privacy_finetuner.training.prepare import PreparedData
 
 __all__ = ["train_loop"]
 

@@ -19,10 +19,11 @@ from typing import Any
 
 from privacy_finetuner.accounting import DpSegment, compute_epsilon
 from privacy_finetuner.config.loader import dump_config, load_config
+from privacy_finetuner.config.planning import Plan, plan_privacy
 from privacy_finetuner.config.schema import JobConfig
 from privacy_finetuner.errors import BudgetExceededError, MissingDependencyError, PrivacyWarning
 from privacy_finetuner.training import rundir
-from privacy_finetuner.training.prepare import Plan, PreparedData, plan_privacy, prepare_data
+from privacy_finetuner.training.prepare import PreparedData, prepare_data
 
 __all__ = ["RunResult", "run_job"]
 
