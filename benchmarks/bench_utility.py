@@ -28,6 +28,7 @@ from typing import Any
 from privacy_finetuner.config import JobConfig, load_config
 from privacy_finetuner.training import run_job
 from privacy_finetuner.training.evaluation import tool_call_scores, validation_loss
+from privacy_finetuner.training.examples import example_overrides
 from privacy_finetuner.training.prepare import PreparedData, prepare_data
 
 
@@ -41,12 +42,8 @@ def _config(args: argparse.Namespace, run_dir: Path) -> JobConfig:
                 "validation_split": 0.1,
             },
             "guard": {"enabled": True, "strategy": "redact"},
-            "model": {
-                "name": "tiny",
-                "finetuning": "full",
-                # the model of `train --example support-agent`
-                "tiny": {"hidden_size": 64, "intermediate_size": 128, "vocab_size": 1024},
-            },
+            # the model of `train --example support-agent`
+            "model": example_overrides("support-agent")["model"],
             "training": {
                 "max_steps": args.steps,
                 "batch_size": args.batch_size,
