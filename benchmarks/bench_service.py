@@ -225,7 +225,6 @@ def run_guard(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "DATABASE_URL": f"sqlite:///{tmp / 'guard.db'}",
         "PF_LOG_LEVEL": "INFO",
         "PF_RUNS_DIR": str(tmp / "runs"),
-        "PF_KEY_CACHE_TTL": "30",
     }
     for var in ("REDIS_URL", "PF_DATABASE_SCHEMA", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(var, None)

@@ -152,3 +152,22 @@ def test_sentry_only_with_dsn_and_sdk(
     monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
     make_env(sentry_dsn=SecretStr("https://public@sentry.example/1"))
     assert len(calls) == 1 and calls[0]["send_default_pii"] is False
+
+
+def test_served_workers_freeze_the_startup_heap(settings: Settings) -> None:
+    """Served workers move the start-up heap out of the cyclic GC (the p99 fix); apps built for
+    tests do not, since frozen objects are never freed."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from privacy_finetuner.service.app import create_app
+
+    gc.unfreeze()
+    with TestClient(create_app(settings, runner=None)):
+        assert gc.get_freeze_count() == 0
+    try:
+        with TestClient(create_app(settings, runner=None, freeze_gc=True)):
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
