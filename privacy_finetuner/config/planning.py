@@ -6,6 +6,7 @@ plans with it at submission to reserve the ledger budget, so both always agree o
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -25,13 +26,23 @@ __all__ = ["Plan", "plan_privacy"]
 
 @dataclass(frozen=True)
 class Plan:
-    """The DP-SGD schedule: σ, q, steps, and the ε it will spend."""
+    """The DP-SGD schedule: σ, q, steps, and (on demand) the ε it will spend."""
 
     noise_multiplier: float
     sample_rate: float
     steps: int
-    expected_epsilon: float
+    delta: float
+    accountant: str
     warnings: list[str]
+
+    @functools.cached_property
+    def expected_epsilon(self) -> float:
+        """ε(δ) of the whole schedule; computed when asked, because a precise PLD costs ~0.3 s
+        and the service's admission path (which has its own, memoised, ledger ε) never asks."""
+        segment = DpSegment(
+            noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate, steps=self.steps
+        )
+        return compute_epsilon([segment], delta=self.delta, accountant=self.accountant)
 
 
 def plan_privacy(config: JobConfig, *, num_units: int) -> Plan:
@@ -85,6 +96,4 @@ def plan_privacy(config: JobConfig, *, num_units: int) -> Plan:
                 f"target epsilon {privacy.target_epsilon:g} is unreachable with {where} and "
                 f"{steps} steps: raise the target, use fewer steps or more data"
             ) from None
-    segment = DpSegment(noise_multiplier=sigma, sample_rate=q, steps=steps)
-    eps = compute_epsilon([segment], delta=privacy.delta, accountant=privacy.accountant)
-    return Plan(sigma, q, steps, eps, notes)
+    return Plan(sigma, q, steps, privacy.delta, privacy.accountant, notes)

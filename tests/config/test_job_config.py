@@ -70,3 +70,28 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     config = load_config(None, {"data.path": str(tmp_path / "x.jsonl")})
     path = _write(tmp_path, dump_config(config))
     assert load_config(path) == config
+
+
+def test_plan_spends_the_target_epsilon_and_computes_it_on_demand() -> None:
+    """The plan's σ spends at most the target ε over its steps (checked with dp-accounting
+    through compute_epsilon), and ε is only computed when asked for."""
+    from privacy_finetuner.accounting import DpSegment, compute_epsilon
+    from privacy_finetuner.config import load_config
+    from privacy_finetuner.config.planning import plan_privacy
+
+    config = load_config(
+        None,
+        {
+            "training": {"max_steps": 40, "batch_size": 20},
+            "privacy": {"target_epsilon": 3.0, "delta": 1e-5},
+        },
+    )
+    plan = plan_privacy(config, num_units=1000)
+    assert plan.sample_rate == 20 / 1000 and plan.steps == 40
+    assert "expected_epsilon" not in vars(plan)
+    reference = compute_epsilon(
+        [DpSegment(noise_multiplier=plan.noise_multiplier, sample_rate=0.02, steps=40)],
+        delta=1e-5,
+    )
+    assert plan.expected_epsilon == reference
+    assert 3.0 * (1 - 2e-3) <= reference <= 3.0
