@@ -9,6 +9,9 @@ One logical step (see ``docs/engine.md`` and the design note):
    to fp32 buffers;
 3. N(0, σ²C²) noise is added once, the sum is divided by the *expected* batch size q·N (the actual
    size is not private), the optimizer steps, and the accountant records (σ, q).
+
+With ``data_parallel`` (see :mod:`.distributed`) the logical batch is split across ranks, rank 0
+adds the noise to its share and the clipped sums are all-reduced before step 3's division.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ from privacy_finetuner.accounting import (
 from privacy_finetuner.engine.batching import LossFn, causal_lm_loss, micro_batches, slice_batch
 from privacy_finetuner.engine.checkpoint import load_engine_checkpoint, save_engine_checkpoint
 from privacy_finetuner.engine.clipper import GradClipper
+from privacy_finetuner.engine.distributed import (
+    NOISE_RANK,
+    DataParallel,
+    DistributedPoissonLoader,
+    all_reduce_sum_,
+    broadcast_module,
+)
 from privacy_finetuner.engine.noise import NoiseSource
 from privacy_finetuner.engine.sampler import PoissonDataLoader, make_poisson_loader
 from privacy_finetuner.errors import EngineError, InvalidParameterError, PrivacyWarning
@@ -65,14 +75,22 @@ class PrivacyEngine:
         secure_mode: draw noise and samples from generators seeded by the OS CSPRNG each step.
             Off, runs are reproducible from ``seed`` — fine for experiments, not for production.
         seed: seed of the sampler and noise generators when not in secure mode (None: from the OS).
+        data_parallel: this rank's place in a data-parallel run (:mod:`.distributed`); every rank
+            then works on its share of each logical batch, rank 0 samples and draws the noise.
     """
 
     def __init__(
-        self, accountant: str = "pld", secure_mode: bool = False, seed: int | None = None
+        self,
+        accountant: str = "pld",
+        secure_mode: bool = False,
+        seed: int | None = None,
+        *,
+        data_parallel: DataParallel | None = None,
     ) -> None:
         self.accountant = PrivacyAccountant(accountant)
         self.secure_mode = secure_mode
         self.seed = seed
+        self.data_parallel = data_parallel
         if not secure_mode:
             warnings.warn(
                 "secure_mode=False: noise and sampling come from a seeded, replayable PRNG; fine "
@@ -150,6 +168,8 @@ class PrivacyEngine:
         loader = self._wrap_loader(
             data_loader, privacy_unit, max_examples_per_user, user_ids, poisson_sampling
         )
+        if self.data_parallel is not None:
+            broadcast_module(module, self.data_parallel)
         self.clipper = GradClipper(module, max_grad_norm=max_grad_norm)
         self.noise = NoiseSource(
             device=self.clipper.params[0].device, secure_mode=self.secure_mode, seed=self.seed
@@ -183,7 +203,13 @@ class PrivacyEngine:
             )
             self.sample_rate = loader.sample_rate
             self.expected_batch_size = loader.sample_rate * loader.num_units
+            if self.data_parallel is not None:
+                return DistributedPoissonLoader(loader, self.data_parallel)
             return loader
+        if self.data_parallel is not None:
+            raise EngineError(
+                "data-parallel training needs Poisson sampling (poisson_sampling=True)"
+            )
         if by_user:
             raise EngineError("privacy_unit='user' needs Poisson sampling (poisson_sampling=True)")
         batch_size = getattr(data_loader, "batch_size", None) or getattr(
@@ -358,16 +384,37 @@ class PrivacyEngine:
             unit_losses[unit_index[start] : unit_index[start] + len(counts)] = per_unit / counts
         self._add_noise_and_scale(clipper, noise)
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+        if self.data_parallel is not None:
+            return self._global_result(unit_losses, size)
         loss = float(unit_losses.mean()) if num_units else math.nan
         return StepResult(loss=loss, num_units=num_units, num_examples=size)
 
+    def _global_result(self, unit_losses: Tensor, size: int) -> StepResult:
+        """The step's result over all ranks: mean loss of all sampled units, global counts."""
+        if self.data_parallel is None:
+            raise EngineError("not a data-parallel engine")
+        device = self.data_parallel.control_device
+        totals = torch.tensor(
+            [float(unit_losses.sum()), unit_losses.numel(), size], dtype=torch.float64
+        ).to(device)
+        all_reduce_sum_([totals], self.data_parallel)
+        loss_sum, num_units, num_examples = totals.tolist()
+        loss = loss_sum / num_units if num_units else math.nan
+        return StepResult(loss=loss, num_units=int(num_units), num_examples=int(num_examples))
+
     def _add_noise_and_scale(self, clipper: GradClipper, noise: NoiseSource) -> None:
+        """+ N(0, σ²C²) once, then ÷ q·N; data-parallel: rank 0 noises its share, then SUM."""
         std = self.noise_multiplier * self.max_grad_norm
+        dp = self.data_parallel
+        draws_noise = std > 0 and (dp is None or dp.rank == NOISE_RANK)
         with torch.no_grad():
-            for p in clipper.params:
-                total = clipper.summed[p]
-                if std > 0:
-                    total = total + noise.gaussian(total, std=std)
+            totals = [clipper.summed[p] for p in clipper.params]  # discarded below: in place
+            if draws_noise:  # same order and shapes as single-process: same draws for a seed
+                for total in totals:
+                    total.add_(noise.gaussian(total, std=std))
+            if dp is not None:
+                all_reduce_sum_(totals, dp)
+            for p, total in zip(clipper.params, totals, strict=True):
                 p.grad = (total / self.expected_batch_size).to(p.dtype)
         clipper.summed = {}
 

@@ -115,20 +115,28 @@ class PoissonDataLoader:
             self._empty = {k: v[:0] if isinstance(v, Tensor) else [] for k, v in template.items()}
         return dict(self._empty)
 
-    def sample(self) -> PoissonBatch:
-        """Draw one logical batch (units join independently with probability q)."""
+    def draw(self) -> list[list[int]]:
+        """Which units join the next logical batch: each joined unit's dataset indices, in order.
+
+        Units join independently with probability q; a joined user keeps at most
+        ``max_examples_per_user`` of its examples, chosen at random with the same generator.
+        """
         gen = secure_generator() if self.secure_mode else self.generator
         joined = torch.rand(len(self.units), generator=gen) < self.sample_rate
-        indices: list[int] = []
-        owner: list[int] = []
-        for position, unit in enumerate(joined.nonzero().flatten().tolist()):
-            members = self.units[unit]
+        members: list[list[int]] = []
+        for unit in joined.nonzero().flatten().tolist():
+            chosen = self.units[unit]
             cap = self.max_examples_per_user
-            if cap is not None and len(members) > cap:
-                keep = torch.randperm(len(members), generator=gen)[:cap].sort().values
-                members = [members[k] for k in keep.tolist()]
-            indices.extend(members)
-            owner.extend([position] * len(members))
+            if cap is not None and len(chosen) > cap:
+                keep = torch.randperm(len(chosen), generator=gen)[:cap].sort().values
+                chosen = [chosen[k] for k in keep.tolist()]
+            members.append(list(chosen))
+        return members
+
+    def collate(self, members: Sequence[Sequence[int]]) -> PoissonBatch:
+        """The batch of the given units (each a list of dataset indices), a unit's rows adjacent."""
+        indices = [i for unit in members for i in unit]
+        owner = [position for position, unit in enumerate(members) for _ in unit]
         if indices:
             collated = self.collate_fn([self.dataset[i] for i in indices])
             if not isinstance(collated, dict):
@@ -137,8 +145,12 @@ class PoissonDataLoader:
             collated = self._empty_batch()
         batch = PoissonBatch(collated)
         batch.unit_index = torch.tensor(owner, dtype=torch.long)
-        batch.num_units = int(joined.sum())
+        batch.num_units = len(members)
         return batch
+
+    def sample(self) -> PoissonBatch:
+        """Draw one logical batch (units join independently with probability q)."""
+        return self.collate(self.draw())
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler RNG state, so a resumed run draws the same batches."""
