@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,14 +99,19 @@ def train(
             )
         except KeyboardInterrupt:
             if (run_dir / CHECKPOINT_DIR).is_dir():
+                launcher = "privacy-finetuner"
+                if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                    launcher = "torchrun [same options] -m privacy_finetuner"
                 print_error(
-                    f"interrupted; checkpoint saved. Continue with: privacy-finetuner train "
+                    f"interrupted; checkpoint saved. Continue with: {launcher} train "
                     f"--resume {run_dir}"
                 )
             else:
                 print_error("interrupted before training started; nothing was saved")
             raise typer.Exit(130) from None
     wall = time.perf_counter() - started
+    if result.rank != 0:  # data-parallel: rank 0 reports for the whole run
+        return
     _report(result, wall, as_json)
     _check_audit(result, as_json)
 

@@ -2,6 +2,10 @@
 
 The ledger hook (``before_step``) is asked *before* each step, so a refused charge spends
 nothing; ``should_stop`` is polled before each step; Ctrl-C saves a checkpoint and re-raises.
+
+Data-parallel (``data_parallel`` set): every rank steps together, but only rank 0 asks the hooks,
+evaluates, computes the ε curve, checkpoints and updates the progress bar; its decision to go on,
+cancel or stop at the ledger is broadcast before each step, so all ranks take the same steps.
 """
 
 from __future__ import annotations
@@ -19,6 +23,24 @@ from privacy_finetuner.errors import BudgetExceededError
 from privacy_finetuner.training.prepare import PreparedData
 
 __all__ = ["train_loop"]
+
+_GO, _CANCEL, _REFUSED = 0, 1, 2
+
+
+def _next_action(
+    should_stop: Callable[[], bool] | None,
+    before_step: Callable[[DpSegment], None] | None,
+    segment: DpSegment,
+) -> int:
+    """Cancel, stop at a refused ledger charge, or go on with the next step."""
+    if should_stop is not None and should_stop():
+        return _CANCEL
+    if before_step is not None:
+        try:
+            before_step(segment)
+        except BudgetExceededError:
+            return _REFUSED
+    return _GO
 
 
 def _set_learning_rate(optimizer: Any, config: JobConfig, step: int) -> None:
@@ -47,8 +69,16 @@ def train_loop(
     checkpoint: Callable[[], None],
     curve_epsilon: Callable[[], float],
     progress_bar: Callable[..., Any],
+    data_parallel: Any = None,
 ) -> str:
-    """Train until ``plan.steps`` logical steps are accounted; returns the final status."""
+    """Train until ``plan.steps`` logical steps are accounted; returns the final status.
+
+    ``data_parallel`` is the rank's :class:`~privacy_finetuner.engine.distributed.DataParallel`
+    (None: one process); the hooks, ``evaluate``, ``checkpoint`` and ``curve_epsilon`` are then
+    only called on rank 0.
+    """
+    dp = data_parallel
+    main = dp is None or dp.is_main
     training = config.training
     segment = DpSegment(
         noise_multiplier=plan.noise_multiplier, sample_rate=plan.sample_rate, steps=1
@@ -57,21 +87,24 @@ def train_loop(
     started, first_step = time.perf_counter(), eng.steps
     eps = state.epsilon[-1][1] if state.epsilon else 0.0
     batches = None if hasattr(loader, "sample") else iter(loader)
-    with progress_bar(progress, plan.steps, eng.steps) as update:
+    with progress_bar(progress and main, plan.steps, eng.steps) as update:
         try:
-            if not state.validation_loss and prepared.validation:
+            if main and not state.validation_loss and prepared.validation:
                 state.validation_loss.append([0, evaluate(False)["loss"]])
                 state.epsilon.append([0, 0.0])
             while eng.steps < plan.steps:
-                if should_stop is not None and should_stop():
-                    checkpoint()
+                action = _next_action(should_stop, before_step, segment) if main else _GO
+                if dp is not None:
+                    from privacy_finetuner.engine.distributed import broadcast_int
+
+                    action = broadcast_int(action, dp)
+                if action == _CANCEL:
+                    if main:
+                        checkpoint()
                     return "cancelled"
-                if before_step is not None:
-                    try:
-                        before_step(segment)
-                    except BudgetExceededError:
-                        status = "budget_exhausted"
-                        break
+                if action == _REFUSED:
+                    status = "budget_exhausted"
+                    break
                 if batches is None:
                     batch = loader.sample()
                 else:
@@ -86,6 +119,8 @@ def train_loop(
                     status = "budget_exhausted"
                     break
                 step = eng.steps
+                if not main:
+                    continue
                 if math.isfinite(result.loss):
                     state.train_loss.append([step, result.loss])
                 boundary = step % training.eval_every == 0 or step == plan.steps
@@ -111,9 +146,10 @@ def train_loop(
                     )
         except KeyboardInterrupt:
             state.wall_seconds += time.perf_counter() - started
-            checkpoint()
+            if main:
+                checkpoint()
             raise
     state.wall_seconds += time.perf_counter() - started
-    if status != "completed" and (not state.epsilon or state.epsilon[-1][0] != eng.steps):
+    if main and status != "completed" and (not state.epsilon or state.epsilon[-1][0] != eng.steps):
         state.epsilon.append([eng.steps, curve_epsilon()])
     return status

@@ -3,14 +3,23 @@
 The CLI's ``train`` and the HTTP service's job runner take this same path. The run directory is
 flagged incomplete until the end (see :mod:`.rundir`); Ctrl-C or ``should_stop`` saves a
 checkpoint that ``resume=True`` continues with the same accountant history and sampler state.
+
+Launched by torchrun (``WORLD_SIZE`` > 1), or in an initialised process group, the job is
+data-parallel (``docs/scaling.md``): every rank prepares the same data and model and trains on its
+share of each logical batch; rank 0 alone writes the run directory, reports and checkpoints, asks
+the hooks and shows progress, and the other ranks write nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import math
 import shutil
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,11 +30,18 @@ from privacy_finetuner.accounting import DpSegment, compute_epsilon
 from privacy_finetuner.config.loader import dump_config, load_config
 from privacy_finetuner.config.planning import Plan, plan_privacy
 from privacy_finetuner.config.schema import JobConfig
-from privacy_finetuner.errors import BudgetExceededError, MissingDependencyError, PrivacyWarning
+from privacy_finetuner.errors import (
+    BudgetExceededError,
+    CheckpointError,
+    MissingDependencyError,
+    PrivacyWarning,
+)
 from privacy_finetuner.training import rundir
 from privacy_finetuner.training.prepare import PreparedData, prepare_data
 
 __all__ = ["RunResult", "run_job"]
+
+logger = logging.getLogger(__name__)
 
 _CURVE_DISCRETIZATION = 1e-2  # coarse PLD grid: pessimistic, so curve points never under-state ε
 
@@ -45,6 +61,8 @@ class RunResult:
         history: the accountant's segments as dicts (σ, q, steps).
         status: "completed", "budget_exhausted" (stopped by the budget or the ledger) or
             "cancelled" (``should_stop``; a checkpoint allows resuming).
+        rank: this process's rank in a data-parallel run (0 otherwise); only rank 0's run
+            directory has files, so other ranks' results have no ``report_path`` or metrics.
     """
 
     run_dir: Path
@@ -58,6 +76,7 @@ class RunResult:
     status: str = "completed"
     metrics: dict[str, Any] = field(default_factory=dict)
     audit: Any = None  # privacy_finetuner.audit.AuditResult after ``audit.enabled``
+    rank: int = 0
 
 
 @dataclass
@@ -132,8 +151,88 @@ def _progress_bar(enabled: bool, total: int, done: int) -> Iterator[Callable[...
         yield update
 
 
+@contextlib.contextmanager
+def _all_ranks(dp: Any) -> Iterator[None]:
+    """Fail on every rank when the block fails on one, instead of leaving the others waiting in
+    their next collective (see :func:`privacy_finetuner.engine.distributed.agree`)."""
+    from privacy_finetuner.engine.distributed import agree
+
+    error: Exception | None = None
+    try:
+        yield
+    except Exception as exc:  # re-raised by agree on this rank, reported on the others
+        error = exc
+    agree(dp, error)
+
+
+@contextlib.contextmanager
+def _ctrl_c_on_rank0(dp: Any) -> Iterator[None]:
+    """Other ranks ignore SIGINT: torchrun forwards Ctrl-C to every worker, and a rank that quit
+    first would break rank 0's collective before rank 0 could save its checkpoint."""
+    if dp is None or dp.is_main or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _check_resumable(run: Path, dp: Any) -> None:
+    """Every rank reads the run's config, tokenizer and checkpoint on resume, so every rank must
+    see the run directory (on one machine it does; across nodes it must be shared storage)."""
+    if dp is None:
+        return
+    from privacy_finetuner.engine.distributed import all_gather_bytes
+
+    needed = [run / "config.yaml", run / rundir.CHECKPOINT_DIR / "engine.pt", run / "tokenizer"]
+    readable = all(p.exists() for p in needed)
+    flags = all_gather_bytes(b"1" if readable else b"0", dp)
+    blind = [rank for rank, flag in enumerate(flags) if flag != b"1"]
+    if blind and 0 not in blind:  # if rank 0 cannot see it either, the usual errors follow
+        raise CheckpointError(
+            f"cannot resume {run}: rank(s) {', '.join(map(str, blind))} cannot read its "
+            "config.yaml, tokenizer/ and checkpoint/; every rank of a data-parallel run reads them "
+            "on resume, so put the run directory on storage all nodes share"
+        )
+
+
+def _share_training_data(prepared: PreparedData, dp: Any) -> None:
+    """Make every rank train on rank 0's encoded examples.
+
+    The ranks' units must be the same, or "unit 17" would mean different traces on different
+    ranks. Data read from a file encode identically everywhere, but synthetic traces and the tiny
+    model's tokenizer depend on Python's hash seed (one per process), so when the digests differ
+    rank 0's examples are broadcast (token ids, labels, user ids; nothing else is needed: the
+    other ranks' tokenizers only lend a pad id, whose positions carry no loss or gradient).
+    """
+    if dp is None:
+        return
+    from privacy_finetuner.data.tokenize import EncodedExample
+    from privacy_finetuner.engine.distributed import all_gather_bytes, broadcast_bytes
+
+    rows = [[e.input_ids, e.labels, e.user_id] for e in prepared.train]
+    payload = json.dumps(rows, separators=(",", ":")).encode("utf-8")
+    digests = all_gather_bytes(hashlib.sha256(payload).digest(), dp)
+    if all(d == digests[0] for d in digests):
+        return
+    shared = broadcast_bytes(payload if dp.is_main else None, dp)
+    if not dp.is_main and digests[dp.rank] != digests[0]:
+        logger.warning(
+            "rank %d: its training examples differ from rank 0's (synthetic data and the tiny "
+            "tokenizer depend on PYTHONHASHSEED); training on rank 0's",
+            dp.rank,
+        )
+        prepared.train = [EncodedExample(i, lab, u) for i, lab, u in json.loads(shared)]
+
+
 def _build(
-    prepared: PreparedData, config: JobConfig, plan: Plan, make_engine: Callable[..., Any] | None
+    prepared: PreparedData,
+    config: JobConfig,
+    plan: Plan,
+    make_engine: Callable[..., Any] | None,
+    dp: Any = None,
 ) -> tuple[Any, Any, Any, Any]:
     torch, engine_module = _torch_modules()
     from torch.utils.data import DataLoader
@@ -160,10 +259,14 @@ def _build(
         collate_fn=make_collate_fn(loaded.tokenizer.pad_token_id),
     )
     factory = make_engine or engine_module.PrivacyEngine
+    parallel = {} if dp is None else {"data_parallel": dp}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrivacyWarning)  # secure_mode=False is in the report
         eng = factory(
-            accountant=privacy.accountant, secure_mode=privacy.secure_mode, seed=training.seed
+            accountant=privacy.accountant,
+            secure_mode=privacy.secure_mode,
+            seed=training.seed,
+            **parallel,
         )
     model, optimizer, private_loader = eng.make_private(
         module=model,
@@ -226,28 +329,69 @@ def run_job(
         resume: continue the run in ``run_dir`` from its checkpoint.
         make_engine: engine factory (tests); default :class:`privacy_finetuner.PrivacyEngine`.
 
+    Data-parallel runs (torchrun, ``WORLD_SIZE`` > 1, or an initialised process group): the
+    progress bar, ``before_step``, ``should_stop`` and ``on_event`` are used on rank 0 only, and
+    only rank 0 writes ``run_dir``; resuming needs ``run_dir`` readable on every rank.
+
     Raises:
         NotFoundError, DataError, DataValidationError, ConfigError: bad input (nothing written).
         CalibrationError: the target ε is unreachable (nothing written).
         ModelError, CheckpointError: the model or checkpoint cannot be used.
+        EngineError: another rank of a data-parallel run failed before training.
         KeyboardInterrupt: after saving a checkpoint (status "interrupted").
     """
+    _torch_modules()
+    from privacy_finetuner.engine.distributed import data_parallel_from_environment
+
+    with data_parallel_from_environment() as dp, _ctrl_c_on_rank0(dp):
+        return _run(
+            config,
+            run_dir,
+            dp,
+            progress=progress,
+            before_step=before_step,
+            should_stop=should_stop,
+            on_event=on_event,
+            resume=resume,
+            make_engine=make_engine,
+        )
+
+
+def _run(
+    config: JobConfig,
+    run_dir: Path | None,
+    dp: Any,
+    *,
+    progress: bool,
+    before_step: Callable[[DpSegment], None] | None,
+    should_stop: Callable[[], bool] | None,
+    on_event: Callable[[dict[str, Any]], None] | None,
+    resume: bool,
+    make_engine: Callable[..., Any] | None,
+) -> RunResult:
+    main = dp is None or dp.is_main
     if run_dir is None:
         run_dir = config.output.dir or rundir.default_run_dir()
     run = Path(run_dir)
     if resume:
+        _check_resumable(run, dp)
         config = load_config(run / "config.yaml")
         rundir.read_status(run)
-    prepared = prepare_data(config, tokenizer_dir=run / "tokenizer" if resume else None)
+    with _all_ranks(dp):  # a rank that cannot read the data must not leave the others waiting
+        prepared = prepare_data(config, tokenizer_dir=run / "tokenizer" if resume else None)
+    _share_training_data(prepared, dp)
     units = prepared.num_units(config.privacy.privacy_unit)
     plan = plan_privacy(config, num_units=units)
-    created = not run.exists()
-    rundir.mark_started(run, resume=resume)
+    created = main and not run.exists()
+    with _all_ranks(dp):
+        if main:
+            rundir.mark_started(run, resume=resume)
     try:
-        if not resume:
-            rundir.atomic_write_text(run / "config.yaml", dump_config(config))
-            prepared.loaded.tokenizer.save_pretrained(run / "tokenizer")
-        eng, model, optimizer, loader = _build(prepared, config, plan, make_engine)
+        with _all_ranks(dp):
+            if main and not resume:
+                rundir.atomic_write_text(run / "config.yaml", dump_config(config))
+                prepared.loaded.tokenizer.save_pretrained(run / "tokenizer")
+        eng, model, optimizer, loader = _build(prepared, config, plan, make_engine, dp)
         state = _State()
         if resume:
             eng.load_checkpoint(
@@ -275,11 +419,15 @@ def run_job(
             checkpoint=lambda: _save_checkpoint(run, eng, model, optimizer, state),
             curve_epsilon=lambda: _curve_epsilon(eng, config.privacy.delta),
             progress_bar=_progress_bar,
+            data_parallel=dp,
         )
     except KeyboardInterrupt:
-        rundir.mark_finished(run, "interrupted")
+        if main:
+            rundir.mark_finished(run, "interrupted")
         raise
     except BaseException as exc:
+        if not main:
+            raise
         if created and not (run / rundir.CHECKPOINT_DIR).exists() and not resume:
             shutil.rmtree(run, ignore_errors=True)
         else:
@@ -297,7 +445,10 @@ def run_job(
         report_path=None,
         history=history,
         status=status,
+        rank=0 if dp is None else dp.rank,
     )
+    if not main:  # rank 0 writes the outputs; this rank's replica is identical to its model
+        return result
     if status == "cancelled":
         rundir.mark_finished(run, "cancelled", step=eng.steps)
         return result
