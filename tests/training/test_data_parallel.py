@@ -23,6 +23,7 @@ from launch_ranks import launch
 from safetensors.torch import load_file
 
 from privacy_finetuner.config import load_config
+from privacy_finetuner.errors import CheckpointError
 from privacy_finetuner.training import RunResult, run_job
 
 JOB: dict[str, Any] = copy.deepcopy(TINY_JOB)
@@ -105,6 +106,14 @@ def _resume(rank: int, tmp: Path) -> None:
     (tmp / f"resume{rank}.json").write_text(json.dumps(summary))
 
 
+def _resume_unseen(rank: int, tmp: Path) -> None:
+    run = tmp / ("run" if rank == 0 else "not-shared")  # as if rank 1 were on another node
+    try:
+        run_job(load_config(None, JOB), run, resume=True)
+    except CheckpointError as exc:
+        (tmp / f"error{rank}.txt").write_text(str(exc))
+
+
 def _close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
     assert got.keys() == want.keys()
     for name, w in want.items():
@@ -157,3 +166,13 @@ def test_cancel_and_resume_across_ranks_continue_the_same_run(
     assert ranks[1]["writes"] == []
     _close(load_file(tmp_path / "run" / "model" / "model.safetensors"), model)
     assert not (tmp_path / "run" / "RUN_INCOMPLETE").exists()
+
+
+def test_resume_says_which_ranks_cannot_read_the_run_directory(tmp_path: Path) -> None:
+    for name in ("config.yaml", "checkpoint/engine.pt", "tokenizer/tokenizer.json"):
+        (tmp_path / "run" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "run" / name).write_text("{}")
+    launch("_resume_unseen", tmp_path, hash_seeds=SEEDS)
+    for rank in range(2):  # both ranks stop with the same message, before anything is loaded
+        message = (tmp_path / f"error{rank}.txt").read_text()
+        assert "rank(s) 1 cannot read" in message and "storage all nodes share" in message
