@@ -156,7 +156,7 @@ def broadcast_bytes(data: bytes | None, dp: DataParallel, *, src: int = 0) -> by
         payload = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
     if payload.numel():
         dist.broadcast(payload, src=src, group=dp.group)
-    return bytes(payload.cpu().tolist())
+    return payload.cpu().numpy().tobytes()
 
 
 def all_gather_bytes(data: bytes, dp: DataParallel) -> list[bytes]:
@@ -172,7 +172,7 @@ def all_gather_bytes(data: bytes, dp: DataParallel) -> list[bytes]:
     out = [torch.zeros_like(mine) for _ in range(dp.world_size)]
     if width:
         dist.all_gather(out, mine, group=dp.group)
-    return [bytes(t[: int(n.item())].cpu().tolist()) for t, n in zip(out, sizes, strict=True)]
+    return [t[: int(n.item())].cpu().numpy().tobytes() for t, n in zip(out, sizes, strict=True)]
 
 
 def broadcast_int(value: int, dp: DataParallel, *, src: int = 0) -> int:
