@@ -454,17 +454,23 @@ def _run(
         return result
     from privacy_finetuner.training.finish import finish_run
 
-    result.report_path, result.metrics = finish_run(
-        run,
-        eng,
-        prepared,
-        config,
-        plan,
-        state,
-        status,
-        epsilon,
-        lambda: _evaluate(prepared, model, config, full=True),
-    )
+    try:
+        result.report_path, result.metrics = finish_run(
+            run,
+            eng,
+            prepared,
+            config,
+            plan,
+            state,
+            status,
+            epsilon,
+            lambda: _evaluate(prepared, model, config, full=True),
+        )
+    except KeyboardInterrupt:
+        # Trained but not yet reported: keep the final state so `--resume` only redoes the report.
+        _save_checkpoint(run, eng, model, optimizer, state)
+        rundir.mark_finished(run, "interrupted", step=eng.steps)
+        raise
     rundir.mark_finished(run, status, step=eng.steps, epsilon=epsilon)
     shutil.rmtree(run / rundir.CHECKPOINT_DIR, ignore_errors=True)  # a finished run is final
     if prepared.audit_plan is not None:

@@ -58,6 +58,34 @@ def test_interrupt_then_resume_keeps_the_accounting(
     assert report["privacy"]["epsilon"] == pytest.approx(result.epsilon)
 
 
+def test_interrupt_while_reporting_resumes_without_retraining(
+    tmp_path: Path, tiny_job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after the last step but before the report: the trained state is checkpointed, the
+    run says "interrupted" (not "running"), and --resume writes the report with no new step."""
+    import privacy_finetuner.training.finish as finish
+
+    config = load_config(None, tiny_job)
+    run = tmp_path / "run"
+    real_finish = finish.finish_run
+
+    def ctrl_c(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finish, "finish_run", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(config, run)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["step"] == 4
+    assert (run / "RUN_INCOMPLETE").exists() and not (run / "privacy_report.json").exists()
+
+    monkeypatch.setattr(finish, "finish_run", real_finish)
+    charged: list[DpSegment] = []
+    result = run_job(config, run, resume=True, before_step=charged.append)
+    assert result.status == "completed" and result.steps == 4 and charged == []
+    assert (run / "privacy_report.json").is_file() and not (run / "RUN_INCOMPLETE").exists()
+
+
 def test_ledger_refusal_stops_and_still_reports(tmp_path: Path, tiny_job: dict[str, Any]) -> None:
     config = load_config(None, tiny_job)
     charged: list[DpSegment] = []
