@@ -107,6 +107,23 @@ class _User:
     customer_id: str
 
 
+_SORTED_CITIES: dict[str, tuple[str, ...]] = {}
+
+
+def _city(f: Any, locale: str) -> str:
+    """``f.city()``, but from the provider's city list in sorted order.
+
+    Some Faker locales (it_IT) build that list from a set, so its order, and so which city a
+    seeded draw returns, changes with PYTHONHASHSEED: the same seed gave other traces (and another
+    trained tokenizer) in another process, and data-parallel ranks disagreed.
+    """
+    if locale not in _SORTED_CITIES:
+        lists = [p.cities for p in f.providers if isinstance(getattr(p, "cities", None), list)]
+        _SORTED_CITIES[locale] = tuple(sorted(set(lists[0]))) if lists else ()
+    cities = _SORTED_CITIES[locale]
+    return str(f.random_element(cities)) if cities else str(f.city())
+
+
 def _profile(fake: Any, rng: random.Random, index: int) -> _User:
     locale = rng.choice(LOCALES)
     f = fake[locale]
@@ -116,7 +133,7 @@ def _profile(fake: Any, rng: random.Random, index: int) -> _User:
         name=f.name(),
         email=f.email(),
         phone=f.phone_number(),
-        address=f.street_address() + ", " + f.city(),
+        address=f.street_address() + ", " + _city(f, locale),
         iban=f.iban(),
         card=f.credit_card_number(),
         customer_id=f"C{rng.randint(100000, 999999)}",

@@ -32,6 +32,25 @@ def test_synth_is_deterministic_and_valid(tmp_path: Path) -> None:
     assert all(any(m.tool_calls for m in t.messages) for t in loaded.traces)
 
 
+def test_synth_is_identical_across_processes_with_other_hash_seeds(tmp_path: Path) -> None:
+    """Same seed, same bytes, whatever PYTHONHASHSEED (Faker's it_IT cities come from a set)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    digests = set()
+    for hash_seed in ("1", "2", "3"):
+        out = tmp_path / f"traces-{hash_seed}.jsonl"
+        subprocess.run(
+            [sys.executable, "-m", "privacy_finetuner", "data", "synth", "--n", "600", "--seed",
+             "0", str(out)],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed}, check=True, capture_output=True,
+        )  # fmt: skip
+        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
 def test_canaries_are_planted_and_recorded() -> None:
     result = generate_traces(80, seed=1, canaries=3, canary_repeats=2)
     assert len(result.canaries) == 3
