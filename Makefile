@@ -4,7 +4,7 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= train,guard,service,dev
+EXTRAS ?= train,guard,service,dev,federated
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
