@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "DataConfig",
+    "FederatedConfig",
     "GuardConfig",
     "JobConfig",
     "LoraConfig",
@@ -146,6 +147,15 @@ class TrainingConfig(_Section):
     eval_tool_calls: int = Field(
         default=64, ge=0, description="Held-out prompts for the final tool-call exact match."
     )
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?|mps)$",
+        description="Where the model trains: auto (CUDA when available), cpu, cuda[:N], mps.",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="bf16: forward passes under bf16 autocast (GPUs); norms and noise stay fp32.",
+    )
 
 
 class PrivacyConfig(_Section):
@@ -200,6 +210,43 @@ class AuditConfig(_Section):
     seed: int = Field(default=0, description="Seed of the canary draw.")
 
 
+class FederatedConfig(_Section):
+    """Federated fine-tuning (``privacy-finetuner federated``); ``train`` ignores this section.
+
+    The guarantee here is client-level: each sampled client's model update is clipped to
+    ``clipping_norm`` and Gaussian noise is added to their sum once per round. ``training`` then
+    configures each client's local optimiser and ``privacy`` the optional local DP-SGD
+    (``local_dp``). See docs/federated.md.
+    """
+
+    clients: int = Field(default=10, ge=2, description="Clients (simulation: users split N ways).")
+    rounds: int = Field(default=3, ge=1, le=100_000)
+    clients_per_round: int | None = Field(
+        default=None, ge=1, description="Clients per round (expected, for poisson); unset: all."
+    )
+    sampling: Literal["fixed", "poisson"] = Field(
+        default="fixed",
+        description="fixed: exactly clients_per_round, no amplification claimed; poisson: each "
+        "client joins with q = clients_per_round / clients (amplified ε, no SecAgg+).",
+    )
+    target_epsilon: float | None = Field(
+        default=8.0, gt=0, description="Client-level ε after all rounds; σ is calibrated to it."
+    )
+    noise_multiplier: float | None = Field(default=None, gt=0, description="Fixed central σ.")
+    delta: float = Field(default=1e-5, gt=0, lt=1, description="Client-level δ.")
+    clipping_norm: float = Field(default=0.5, gt=0, description="C: bound on one client's update.")
+    server_learning_rate: float = Field(default=1.0, gt=0)
+    local_steps: int = Field(default=10, ge=1, description="Local optimiser steps per round.")
+    local_dp: bool = Field(default=False, description="DP-SGD inside each client (privacy.*).")
+    secure_aggregation: bool = Field(default=True, description="SecAgg+: the server sees sums.")
+
+    @model_validator(mode="after")
+    def _need_budget_or_noise(self) -> FederatedConfig:
+        if self.target_epsilon is None and self.noise_multiplier is None:
+            raise ValueError("set target_epsilon or noise_multiplier")
+        return self
+
+
 class JobConfig(_Section):
     """A whole fine-tuning job."""
 
@@ -210,3 +257,4 @@ class JobConfig(_Section):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    federated: FederatedConfig = Field(default_factory=FederatedConfig)

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from privacy_finetuner.engine.contributions import promote
 
-__all__ = ["LossFn", "causal_lm_loss", "micro_batches", "slice_batch"]
+__all__ = ["LossFn", "causal_lm_loss", "micro_batches", "slice_batch", "to_device"]
 
 #: ``loss_fn(model, batch) -> (B,)`` per-example losses; the engine backpropagates their sum.
 LossFn = Callable[[nn.Module, Mapping[str, Any]], Tensor]
@@ -44,6 +44,13 @@ def slice_batch(batch: Mapping[str, Any], start: int, stop: int, size: int) -> d
     return {
         k: v[start:stop] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == size else v
         for k, v in batch.items()
+    }
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move the batch's tensors to the model's device (a no-op for tensors already there)."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()
     }
 
 

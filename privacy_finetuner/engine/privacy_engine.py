@@ -31,7 +31,13 @@ from privacy_finetuner.accounting import (
     calibrate_noise_multiplier,
     max_steps_within_budget,
 )
-from privacy_finetuner.engine.batching import LossFn, causal_lm_loss, micro_batches, slice_batch
+from privacy_finetuner.engine.batching import (
+    LossFn,
+    causal_lm_loss,
+    micro_batches,
+    slice_batch,
+    to_device,
+)
 from privacy_finetuner.engine.checkpoint import load_engine_checkpoint, save_engine_checkpoint
 from privacy_finetuner.engine.clipper import GradClipper
 from privacy_finetuner.engine.distributed import (
@@ -104,6 +110,7 @@ class PrivacyEngine:
         self.privacy_unit = "example"
         self.epsilon_valid = True
         self.max_physical_batch_size = 8
+        self.autocast_dtype: torch.dtype | None = None
         self.module: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.data_loader: Any = None
@@ -128,6 +135,7 @@ class PrivacyEngine:
         max_examples_per_user: int | None = None,
         user_ids: Any = None,
         poisson_sampling: bool = True,
+        autocast_dtype: torch.dtype | None = None,
     ) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
         """Attach per-unit clipping to ``module`` and return (module, optimizer, loader).
 
@@ -143,6 +151,8 @@ class PrivacyEngine:
             max_examples_per_user: cap on a sampled user's examples, chosen at random.
             user_ids: one user id per dataset index (else ``dataset.user_ids``), for "user".
             poisson_sampling: False keeps the loader as is; ε is then reported as not valid.
+            autocast_dtype: run forward passes under ``torch.autocast`` with this dtype (e.g.
+                ``torch.bfloat16`` on GPUs); norms, clipping and noise stay in fp32.
 
         Raises:
             InvalidParameterError: σ < 0, C ≤ 0, a bad unit or physical batch size.
@@ -178,6 +188,7 @@ class PrivacyEngine:
         self.noise_multiplier, self.max_grad_norm = float(noise_multiplier), float(max_grad_norm)
         self.privacy_unit = privacy_unit
         self.max_physical_batch_size = max_physical_batch_size
+        self.autocast_dtype = autocast_dtype
         return module, optimizer, loader
 
     def _wrap_loader(
@@ -360,13 +371,19 @@ class PrivacyEngine:
         size = int(tensors[0].shape[0]) if tensors else 0
         unit_index, num_units = self._units(batch, size)
         clipper.reset()
+        device = clipper.params[0].device  # batches come from the loader on the CPU
         unit_losses = torch.zeros(num_units, dtype=torch.float64)
         for start, stop in micro_batches(unit_index, self.max_physical_batch_size):
-            micro = slice_batch(batch, start, stop, size)
+            micro = to_device(slice_batch(batch, start, stop, size), device)
             local = unit_index[start:stop] - unit_index[start]
             clipper.begin(stop - start)
             try:
-                losses = loss_fn(module, micro)
+                with torch.autocast(
+                    device.type,
+                    dtype=self.autocast_dtype or torch.float32,
+                    enabled=self.autocast_dtype is not None,
+                ):
+                    losses = loss_fn(module, micro)
                 if losses.shape != (stop - start,):
                     raise EngineError(
                         f"loss_fn must return shape ({stop - start},), got "

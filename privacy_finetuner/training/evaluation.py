@@ -39,6 +39,11 @@ class EvalResult:
         }
 
 
+def _model_device(model: Any) -> Any:
+    """Where the model's weights are (inputs are built on the CPU and moved there)."""
+    return next(model.parameters()).device
+
+
 def validation_loss(
     model: Any,
     examples: Sequence[EncodedExample],
@@ -54,6 +59,7 @@ def validation_loss(
     from privacy_finetuner.data.collate import make_collate_fn
 
     collate = make_collate_fn(pad_token_id)
+    device = _model_device(model)
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
@@ -62,7 +68,8 @@ def validation_loss(
             for b, start in enumerate(range(0, len(examples), batch_size)):
                 if max_batches is not None and b >= max_batches:
                     break
-                batch = collate(examples[start : start + batch_size])
+                stop = start + batch_size
+                batch = {k: v.to(device) for k, v in collate(examples[start:stop]).items()}
                 logits = model(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                 ).logits
@@ -92,10 +99,11 @@ def _generate_batch(
         enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
     finally:
         tokenizer.padding_side = side
+    device = _model_device(model)
     with torch.no_grad():
         out = model.generate(
-            input_ids=enc["input_ids"],
-            attention_mask=enc["attention_mask"],
+            input_ids=enc["input_ids"].to(device),
+            attention_mask=enc["attention_mask"].to(device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=tokenizer.eos_token_id,

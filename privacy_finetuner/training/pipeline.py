@@ -33,6 +33,7 @@ from privacy_finetuner.config.schema import JobConfig
 from privacy_finetuner.errors import (
     BudgetExceededError,
     CheckpointError,
+    ConfigError,
     MissingDependencyError,
     PrivacyWarning,
 )
@@ -227,6 +228,29 @@ def _share_training_data(prepared: PreparedData, dp: Any) -> None:
         prepared.train = [EncodedExample(i, lab, u) for i, lab, u in json.loads(shared)]
 
 
+def resolve_device(name: str, torch: Any) -> Any:
+    """The torch device of ``training.device``; under torchrun "cuda" is this rank's GPU.
+
+    Raises:
+        ConfigError: the device is not available on this machine.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"training.device is {name!r} but CUDA is not available here")
+        index = int(name.split(":")[1]) if ":" in name else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"training.device is {name!r} but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+        return torch.device("cuda", index)
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("training.device is 'mps' but MPS is not available here")
+    return torch.device(name)
+
+
 def _build(
     prepared: PreparedData,
     config: JobConfig,
@@ -242,7 +266,7 @@ def _build(
 
     training, privacy = config.training, config.privacy
     loaded = apply_finetuning(prepared.loaded, config.model.lora)
-    model = loaded.model
+    model = loaded.model.to(resolve_device(training.device, torch))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     if training.optimizer == "adamw":
@@ -279,6 +303,7 @@ def _build(
         max_examples_per_user=privacy.max_examples_per_user,
         user_ids=dataset.user_ids if privacy.privacy_unit == "user" else None,
         poisson_sampling=True,
+        autocast_dtype=torch.bfloat16 if training.precision == "bf16" else None,
     )
     if not math.isclose(eng.sample_rate, plan.sample_rate, rel_tol=1e-9):
         raise RuntimeError(

@@ -258,3 +258,23 @@ def test_bf16_autocast_keeps_dp_arithmetic_fp32() -> None:
         assert b.grad is not None and b.grad.dtype == torch.float32
         assert torch.isfinite(b.grad).all()
         assert float((a.grad - b.grad).norm()) <= 0.1 * float(a.grad.norm()) + 1e-6  # type: ignore[operator]
+
+
+def test_autocast_dtype_runs_the_forward_in_bf16_and_clips_in_fp32() -> None:
+    """``make_private(autocast_dtype=bf16)``: the engine itself autocasts the forward (what
+    ``training.precision: bf16`` asks for); gradients stay fp32 and close to the fp32 run's."""
+    batch = make_batch([5, 6, 4], 6)
+    torch.manual_seed(0)
+    ref_model = Toy()
+    ref = private_engine(ref_model, batch, clip=0.05)
+    ref.privatize_gradients(ref.data_loader.sample())
+    torch.manual_seed(0)
+    model = Toy()
+    seen: list[torch.dtype] = []
+    model.up.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    engine = private_engine(model, batch, clip=0.05, autocast_dtype=torch.bfloat16)
+    engine.privatize_gradients(engine.data_loader.sample())
+    assert seen and set(seen) == {torch.bfloat16}
+    for a, b in zip(ref_model.parameters(), model.parameters(), strict=True):
+        assert b.grad is not None and b.grad.dtype == torch.float32
+        assert float((a.grad - b.grad).norm()) <= 0.1 * float(a.grad.norm()) + 1e-6  # type: ignore[operator]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,26 @@ def test_interrupt_while_reporting_resumes_without_retraining(
     result = run_job(config, run, resume=True, before_step=charged.append)
     assert result.status == "completed" and result.steps == 4 and charged == []
     assert (run / "privacy_report.json").is_file() and not (run / "RUN_INCOMPLETE").exists()
+
+
+def test_device_and_precision_settings(tmp_path: Path, tiny_job: dict[str, Any]) -> None:
+    """bf16 autocast trains on the CPU too; a device this machine lacks is one clear error
+    before anything is written; a device name that is not one is rejected by the schema."""
+    import torch
+
+    from privacy_finetuner.errors import ConfigError
+
+    tiny_job["training"].update({"device": "cpu", "precision": "bf16", "max_steps": 2})
+    result = run_job(load_config(None, tiny_job), tmp_path / "bf16")
+    assert result.status == "completed" and math.isfinite(result.metrics["loss"])
+    if not torch.cuda.is_available():
+        tiny_job["training"]["device"] = "cuda"
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            run_job(load_config(None, tiny_job), tmp_path / "cuda")
+        assert not (tmp_path / "cuda").exists()
+    tiny_job["training"]["device"] = "gpu0"
+    with pytest.raises(ConfigError, match=r"training\.device"):
+        load_config(None, tiny_job)
 
 
 def test_ledger_refusal_stops_and_still_reports(tmp_path: Path, tiny_job: dict[str, Any]) -> None:
