@@ -18,6 +18,7 @@ __all__ = [
     "DataError",
     "DataValidationError",
     "EngineError",
+    "FederatedError",
     "GuardError",
     "GuardKeyError",
     "InvalidParameterError",
@@ -101,6 +102,11 @@ class UnsupportedModuleError(EngineError):
 
 class SamplingError(EngineError):
     """The data loader does not sample the way the accountant assumes (Poisson)."""
+
+
+class FederatedError(PrivacyFinetunerError):
+    """A federated run cannot go on: too few clients, a node with a different model, a server
+    asking a client for more than its job allows."""
 
 
 class CheckpointError(PrivacyFinetunerError):
