@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "audit",
     "guard",
+    "federated",
 )
 
 app = typer.Typer(
