@@ -163,13 +163,17 @@ def _report(result: Any, as_json: bool) -> None:
 def write_app(
     out: Annotated[Path, typer.Argument(help="Directory of the Flower app to write.")],
     config: ConfigArg = None,
+    validation_path: Annotated[
+        str,
+        typer.Option("--validation-path", help="Held-out traces on the SuperLink host, if any."),
+    ] = "",
     set_: SetOpt = None,
 ) -> None:
     """Write a Flower app (pyproject.toml with the job inside) for ``flwr run`` on a SuperLink."""
     from privacy_finetuner.federated.app_config import write_flower_app
 
     job = _job(config, {}, set_)
-    path = write_flower_app(out, job)
+    path = write_flower_app(out, job, validation_path=validation_path)
     console.print(f"wrote {path}; run it with: flwr run {out} <superlink-connection>")
 
 

@@ -9,6 +9,7 @@ not keep a copy of the training data.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from privacy_finetuner.config.schema import JobConfig
+from privacy_finetuner.errors import ConfigError, FederatedError, MissingDependencyError
 from privacy_finetuner.federated._flower import require_flower
 from privacy_finetuner.federated.accountant import plan_client_level
 from privacy_finetuner.federated.partition import partition_by_user, save_examples
@@ -74,10 +76,16 @@ def simulate(config: JobConfig, run_dir: Path, *, verbose: bool = False) -> Simu
 
     started = time.perf_counter()
     require_flower()
+    if importlib.util.find_spec("ray") is None:  # Flower would exit the process instead
+        raise MissingDependencyError("Federated simulation (Ray)", "federated")
     from privacy_finetuner.federated._flower import set_flower_log_level
     from privacy_finetuner.training.prepare import prepare_data
 
     fed = config.federated
+    if config.audit.enabled:
+        raise ConfigError("audit.enabled: the canary audit is not available for federated runs")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"output directory {run_dir} is not empty; choose another")
     plan = plan_client_level(fed, num_clients=fed.clients, accountant=config.privacy.accountant)
     prepared = prepare_data(config)
     parts = partition_by_user(
@@ -124,8 +132,6 @@ def simulate(config: JobConfig, run_dir: Path, *, verbose: bool = False) -> Simu
                     verbose_logging=verbose,
                 )
         if not finished:
-            from privacy_finetuner.errors import FederatedError
-
             raise FederatedError("the simulation ended before the server finished its rounds")
         strategy = finished[0]
         wall = time.perf_counter() - started

@@ -42,6 +42,7 @@ def test_plan_json_matches_dp_accounting() -> None:
         (["--set", "federated.sampling=poisson", "--set", "federated.clients_per_round=3"],
          "poisson with secure_aggregation"),
         (["--set", "federated.rounds=0"], "federated.rounds"),
+        (["--set", "audit.enabled=true"], "not available for federated runs"),
     ],
 )  # fmt: skip
 def test_bad_federated_settings_are_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -70,12 +71,20 @@ def test_app_writes_a_flower_app_that_flower_accepts(tmp_path: Path) -> None:
 
     from privacy_finetuner.federated.inputs import job_from_text
 
-    proc = _run("federated", "app", str(tmp_path / "app"), str(EXAMPLE))
+    proc = _run(
+        "federated",
+        "app",
+        str(tmp_path / "app"),
+        str(EXAMPLE),
+        "--validation-path",
+        "/data/v.jsonl",
+    )
     assert proc.returncode == 0, proc.stderr
     config, _ = load_and_validate(tmp_path / "app" / "pyproject.toml", check_module=True)
     app = config["tool"]["flwr"]["app"]
     assert app["components"]["serverapp"] == "privacy_finetuner.federated.server_app:app"
     assert job_from_text(app["config"]["job"]) == load_config(EXAMPLE)
+    assert app["config"]["validation-path"] == "/data/v.jsonl"
 
 
 def test_job_text_errors_name_the_key() -> None:
