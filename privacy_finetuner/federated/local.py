@@ -60,15 +60,22 @@ def _units(examples: Sequence[EncodedExample], config: JobConfig) -> int:
     return len(examples)
 
 
+#: Calibration costs seconds and a client process serves many rounds: (settings, n) → (σ, q).
+_SIGMAS: dict[tuple[str, int], tuple[float, float]] = {}
+
+
 def local_noise_multiplier(config: JobConfig, num_units: int) -> tuple[float, float]:
     """(σ, q) of a client's local DP-SGD: calibrated so that ``rounds × local_steps`` steps (the
     most this client can be asked for) spend at most ``privacy.target_epsilon``."""
     planned = config.model_copy(deep=True)
     planned.training.max_steps = config.federated.rounds * config.federated.local_steps
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PrivacyWarning)  # δ vs this client's n is reported
-        plan = plan_privacy(planned, num_units=num_units)
-    return plan.noise_multiplier, plan.sample_rate
+    key = (planned.privacy.model_dump_json() + planned.training.model_dump_json(), num_units)
+    if key not in _SIGMAS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrivacyWarning)  # δ vs this client's n is reported
+            plan = plan_privacy(planned, num_units=num_units)
+        _SIGMAS[key] = (plan.noise_multiplier, plan.sample_rate)
+    return _SIGMAS[key]
 
 
 def _plain_steps(
