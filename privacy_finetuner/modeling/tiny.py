@@ -116,7 +116,8 @@ def train_tiny_tokenizer(texts: Iterable[str], *, vocab_size: int) -> Any:
 
 
 def build_tiny_model(tokenizer: Any, config: TinyModelConfig, *, max_length: int, seed: int) -> Any:
-    """A randomly initialised (seeded) ``LlamaForCausalLM`` sized by ``config``."""
+    """A randomly initialised (seeded) ``LlamaForCausalLM`` sized by ``config``, with tied input
+    and output embeddings."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -128,7 +129,10 @@ def build_tiny_model(tokenizer: Any, config: TinyModelConfig, *, max_length: int
         num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_heads,
         max_position_embeddings=max(max_length, 64),
-        tie_word_embeddings=False,
+        # One matrix for input embeddings and output logits: a third fewer parameters to noise
+        # under DP, and copying a token from the context (an id into a tool call) only needs
+        # attention to move that token's embedding forward.
+        tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
