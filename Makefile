@@ -6,8 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 EXTRAS ?= train,guard,service,dev,federated
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: venv demo test lint build-test bench clean
 
