@@ -114,20 +114,13 @@ def _dp_steps(
     accountant_state: dict[str, Any] | None,
 ) -> tuple[list[float], float, dict[str, Any]]:
     import torch
-    from torch.utils.data import DataLoader
 
-    from privacy_finetuner.data.collate import TraceDataset, make_collate_fn
     from privacy_finetuner.engine import PrivacyEngine
+    from privacy_finetuner.training.private import make_private_from_config
 
     privacy = config.privacy
     units = _units(examples, config)
     sigma, _ = local_noise_multiplier(config, units)
-    dataset = TraceDataset(examples)
-    loader: DataLoader[Any] = DataLoader(
-        dataset,
-        batch_size=min(config.training.batch_size, units),
-        collate_fn=make_collate_fn(fed.loaded.tokenizer.pad_token_id),
-    )
     model = fed.model
     model.train()
     optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], config)
@@ -140,17 +133,15 @@ def _dp_steps(
         )
     if accountant_state is not None:
         engine.accountant.load_state_dict(copy.deepcopy(accountant_state))
-    _, _, private_loader = engine.make_private(
-        module=model,
+    _, _, private_loader = make_private_from_config(
+        engine,
+        model=model,
         optimizer=optimizer,
-        data_loader=loader,
+        examples=examples,
+        num_units=units,
+        pad_token_id=fed.loaded.tokenizer.pad_token_id,
+        config=config,
         noise_multiplier=sigma,
-        max_grad_norm=privacy.max_grad_norm,
-        privacy_unit=privacy.privacy_unit,
-        max_physical_batch_size=privacy.max_physical_batch_size,
-        max_examples_per_user=privacy.max_examples_per_user,
-        user_ids=dataset.user_ids if privacy.privacy_unit == "user" else None,
-        poisson_sampling=True,
     )
     if privacy.target_epsilon is not None:
         engine.set_budget(target_epsilon=privacy.target_epsilon, target_delta=privacy.delta)

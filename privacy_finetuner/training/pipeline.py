@@ -259,10 +259,8 @@ def _build(
     dp: Any = None,
 ) -> tuple[Any, Any, Any, Any]:
     torch, engine_module = _torch_modules()
-    from torch.utils.data import DataLoader
-
-    from privacy_finetuner.data.collate import TraceDataset, make_collate_fn
     from privacy_finetuner.modeling.loading import apply_finetuning
+    from privacy_finetuner.training.private import make_private_from_config
 
     training, privacy = config.training, config.privacy
     loaded = apply_finetuning(prepared.loaded, config.model.lora)
@@ -275,13 +273,6 @@ def _build(
         )
     else:
         optimizer = torch.optim.SGD(params, lr=training.learning_rate, momentum=0.9)
-    dataset = TraceDataset(prepared.train)
-    units = prepared.num_units(privacy.privacy_unit)
-    loader = DataLoader(
-        dataset,
-        batch_size=min(training.batch_size, units),
-        collate_fn=make_collate_fn(loaded.tokenizer.pad_token_id),
-    )
     factory = make_engine or engine_module.PrivacyEngine
     parallel = {} if dp is None else {"data_parallel": dp}
     with warnings.catch_warnings():
@@ -292,18 +283,15 @@ def _build(
             seed=training.seed,
             **parallel,
         )
-    model, optimizer, private_loader = eng.make_private(
-        module=model,
+    model, optimizer, private_loader = make_private_from_config(
+        eng,
+        model=model,
         optimizer=optimizer,
-        data_loader=loader,
+        examples=prepared.train,
+        num_units=prepared.num_units(privacy.privacy_unit),
+        pad_token_id=loaded.tokenizer.pad_token_id,
+        config=config,
         noise_multiplier=plan.noise_multiplier,
-        max_grad_norm=privacy.max_grad_norm,
-        privacy_unit=privacy.privacy_unit,
-        max_physical_batch_size=privacy.max_physical_batch_size,
-        max_examples_per_user=privacy.max_examples_per_user,
-        user_ids=dataset.user_ids if privacy.privacy_unit == "user" else None,
-        poisson_sampling=True,
-        autocast_dtype=torch.bfloat16 if training.precision == "bf16" else None,
     )
     if not math.isclose(eng.sample_rate, plan.sample_rate, rel_tol=1e-9):
         raise RuntimeError(
