@@ -116,8 +116,7 @@ def train_tiny_tokenizer(texts: Iterable[str], *, vocab_size: int) -> Any:
 
 
 def build_tiny_model(tokenizer: Any, config: TinyModelConfig, *, max_length: int, seed: int) -> Any:
-    """A randomly initialised (seeded) ``LlamaForCausalLM`` sized by ``config``, with tied input
-    and output embeddings."""
+    """A randomly initialised (seeded) ``LlamaForCausalLM`` sized by ``config``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -129,10 +128,7 @@ def build_tiny_model(tokenizer: Any, config: TinyModelConfig, *, max_length: int
         num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_heads,
         max_position_embeddings=max(max_length, 64),
-        # One matrix for input embeddings and output logits: a third fewer parameters to noise
-        # under DP, and copying a token from the context (an id into a tool call) only needs
-        # attention to move that token's embedding forward.
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
