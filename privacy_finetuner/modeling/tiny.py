@@ -17,7 +17,6 @@ from privacy_finetuner.config.schema import TinyModelConfig
 
 __all__ = [
     "CHATML_TEMPLATE",
-    "REDACTION_PLACEHOLDERS",
     "SPECIAL_TOKENS",
     "build_tiny_model",
     "tokenizer_corpus",
@@ -31,30 +30,6 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "<|im_end|>",
     "<tool_call>",
     "</tool_call>",
-)
-
-#: What the context guard's default ``redact`` strategy writes (``[EMAIL]``), one per entity type
-#: of ``privacy_finetuner.guard.ENTITY_TYPES`` (a test keeps the two in step; the guard is an
-#: optional extra, so it is not imported here). Each is one (non-special) token: guarded text has
-#: two or three per trace, and a tool call that copies ``[EMAIL]`` copies a single token.
-REDACTION_PLACEHOLDERS: tuple[str, ...] = tuple(
-    f"[{entity}]"
-    for entity in (
-        "PERSON",
-        "EMAIL",
-        "PHONE",
-        "CREDIT_CARD",
-        "IBAN",
-        "US_SSN",
-        "UK_NINO",
-        "NATIONAL_ID",
-        "IP_ADDRESS",
-        "STREET_ADDRESS",
-        "DATE_OF_BIRTH",
-        "URL_CREDENTIAL",
-        "SECRET",
-        "MEDICAL_RECORD_NUMBER",
-    )
 )
 
 #: ChatML with tool calls; assistant turns end with <|im_end|> (the EOS for generation).
@@ -77,8 +52,7 @@ def _corpus(texts: Iterable[str]) -> Iterable[str]:
 
 
 def train_tiny_tokenizer(texts: Iterable[str], *, vocab_size: int) -> Any:
-    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``texts`` with the ChatML template,
-    one token per digit and one per redaction placeholder; ``len(tokenizer) == vocab_size``."""
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``texts`` with the ChatML template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -94,8 +68,8 @@ def train_tiny_tokenizer(texts: Iterable[str], *, vocab_size: int) -> Any:
         ]
     )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(  # the placeholders come on top: len(tokenizer) == vocab_size
-        vocab_size=vocab_size - len(REDACTION_PLACEHOLDERS),
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         min_frequency=2,
@@ -109,7 +83,6 @@ def train_tiny_tokenizer(texts: Iterable[str], *, vocab_size: int) -> Any:
         additional_special_tokens=["<|im_start|>", "<tool_call>", "</tool_call>"],
         **specials,
     )
-    fast.add_tokens(list(REDACTION_PLACEHOLDERS))
     fast.chat_template = CHATML_TEMPLATE
     fast.padding_side = "right"
     return fast
@@ -144,13 +117,14 @@ def build_tiny_model(tokenizer: Any, config: TinyModelConfig, *, max_length: int
 
 
 def tokenizer_corpus(traces: Iterable[Any]) -> Iterable[str]:
-    """Texts the tiny tokenizer learns from: each message as the chat template renders it (role
-    line, content, tool calls; ``traces`` are :class:`~privacy_finetuner.data.records.Trace`)."""
+    """Texts the tiny tokenizer learns from: message contents and tool calls as the template
+    renders them (``traces`` are :class:`~privacy_finetuner.data.records.Trace`)."""
     import json
 
     for trace in traces:
         for m in trace.messages:
-            yield f"{m.role}\n{m.content}" if m.content else f"{m.role}\n"
+            if m.content:
+                yield m.content
             for call in m.tool_calls:
                 payload = json.dumps({"name": call.name, "arguments": call.arguments})
                 yield f"<tool_call>{payload}</tool_call>"

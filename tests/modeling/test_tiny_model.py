@@ -101,25 +101,3 @@ def test_tiny_tokenizer_splits_digits_and_round_trips() -> None:
     assert parse_tool_calls(tok.decode(ids)) == [
         ("transfer_funds", {"to_iban": "[IBAN]", "amount": 1552})
     ]
-
-
-def test_tiny_tokenizer_has_one_token_per_redaction_placeholder() -> None:
-    """Guarded text ("[EMAIL]") costs one token per placeholder; the list follows the guard."""
-    from privacy_finetuner.modeling.tiny import (
-        REDACTION_PLACEHOLDERS,
-        tokenizer_corpus,
-        train_tiny_tokenizer,
-    )
-
-    tok = train_tiny_tokenizer(tokenizer_corpus(generate_traces(30, seed=3).traces), vocab_size=500)
-    assert len(tok) == 500
-    text = "Please change my email to [EMAIL]. I'm [PERSON], card [CREDIT_CARD]."
-    pieces = tok.tokenize(text)
-    for placeholder in ("[EMAIL]", "[PERSON]", "[CREDIT_CARD]"):
-        assert pieces.count(placeholder) == 1
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    assert tok.decode(ids, skip_special_tokens=True) == text
-    # role names of the chat template are whole tokens too (the corpus is rendered text)
-    assert "assistant" in tok.tokenize("<|im_start|>assistant\n")
-    guard = pytest.importorskip("privacy_finetuner.guard")
-    assert tuple(f"[{e}]" for e in guard.ENTITY_TYPES) == REDACTION_PLACEHOLDERS
