@@ -57,16 +57,7 @@ def train_tiny_tokenizer(texts: Iterable[str], *, vocab_size: int) -> Any:
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
-    # Every digit is its own pre-token (as in Llama 3 and Qwen), so no merge spans two digits:
-    # "ORD-48213" is always "ORD", "-", "4", "8", "2", "1", "3" and a tool call copies an id
-    # from the request digit by digit. With merged digit runs the same number is segmented
-    # differently in different contexts and copying it must be learnt chunk by chunk.
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
-    )
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

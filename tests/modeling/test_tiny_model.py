@@ -68,36 +68,3 @@ def test_missing_models_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         load_base_model(ModelConfig(name="no-such-org/no-such-model"), max_length=32, seed=0)
     with pytest.raises(NotFoundError):
         load_trained(tmp_path)
-
-
-def test_tiny_tokenizer_splits_digits_and_round_trips() -> None:
-    """Each digit is its own token (ids are copied digit by digit); text and calls round-trip."""
-    from privacy_finetuner.data.tokenize import parse_tool_calls
-    from privacy_finetuner.modeling.tiny import tokenizer_corpus, train_tiny_tokenizer
-
-    # The corpus is full of ids and amounts, so a plain BPE would learn multi-digit merges.
-    tok = train_tiny_tokenizer(tokenizer_corpus(generate_traces(60, seed=3).traces), vocab_size=600)
-    for text in ("ORD-48213", "BK454687", "ACC3506785", "1552 EUR", "2026-03-14 19:30"):
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        pieces = [tok.decode([i]) for i in ids]
-        digits = [p.strip() for p in pieces if any(c.isdigit() for c in p)]
-        assert digits == [c for c in text if c.isdigit()], pieces
-        assert tok.decode(ids) == text
-    # the same id is the same digit tokens wherever it appears
-    request = tok("Where is my order ORD-48213?", add_special_tokens=False)["input_ids"]
-    call = tok('{"order_id": "ORD-48213"}', add_special_tokens=False)["input_ids"]
-    digit_ids = [tok.convert_tokens_to_ids(tok.tokenize(d))[0] for d in "48213"]
-    assert [i for i in request if i in digit_ids] == digit_ids
-    assert [i for i in call if i in digit_ids] == digit_ids
-    # a rendered tool call survives encode/decode and parses back to the same arguments
-    messages = [
-        {"role": "user", "content": "Send 1552 EUR to [IBAN] please."},
-        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
-            "name": "transfer_funds", "arguments": {"to_iban": "[IBAN]", "amount": 1552}}}]},
-    ]  # fmt: skip
-    rendered = tok.apply_chat_template(messages, tokenize=False)
-    ids = tok(rendered, add_special_tokens=False)["input_ids"]
-    assert tok.decode(ids) == rendered
-    assert parse_tool_calls(tok.decode(ids)) == [
-        ("transfer_funds", {"to_iban": "[IBAN]", "amount": 1552})
-    ]
