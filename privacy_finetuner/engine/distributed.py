@@ -47,6 +47,7 @@ __all__ = [
     "broadcast_bytes",
     "broadcast_int",
     "broadcast_module",
+    "close_process_group",
     "data_parallel_from_environment",
     "shard_units",
 ]
@@ -138,10 +139,24 @@ def data_parallel_from_environment(
         backend = "cpu:gloo,cuda:nccl"
     kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     dist.init_process_group(backend=backend, **kwargs)
+    clean = False
     try:
         yield DataParallel.from_process_group()
+        clean = True
     finally:
-        dist.destroy_process_group()
+        close_process_group(clean=clean)
+
+
+def close_process_group(*, clean: bool) -> None:
+    """Destroy the default group; after a clean run, only once every rank has got here.
+
+    Without the barrier a rank that finishes first tears its gloo pairs down while a peer is
+    still shutting its own down, and that peer can die with SIGABRT ("terminate called without
+    an active exception"). After a failure no barrier: the other ranks may already be gone.
+    """
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 # -- small collectives ----------------------------------------------------------------------------

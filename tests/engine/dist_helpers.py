@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from privacy_finetuner.engine.distributed import close_process_group
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -26,10 +28,12 @@ def _entry(
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
+    clean = False
     try:
         fn(rank, *args)
+        clean = True
     finally:
-        dist.destroy_process_group()
+        close_process_group(clean=clean)
 
 
 def run_ranks(fn: Callable[..., None], *args: Any, world: int = 2) -> None:
