@@ -243,14 +243,19 @@ def test_make_private_twice_is_refused() -> None:
         )
 
 
-def test_bf16_autocast_keeps_dp_arithmetic_fp32() -> None:
+def _fp32_reference_and_fresh_model() -> tuple[dict[str, torch.Tensor], nn.Module, Toy]:
+    """A batch, a Toy model with its fp32 DP gradients set, and an identically initialised Toy."""
     batch = make_batch([5, 6, 4], 6)
     torch.manual_seed(0)
     ref_model = Toy()
     ref = private_engine(ref_model, batch, clip=0.05)
     ref.privatize_gradients(ref.data_loader.sample())
     torch.manual_seed(0)
-    model = Toy()
+    return batch, ref_model, Toy()
+
+
+def test_bf16_autocast_keeps_dp_arithmetic_fp32() -> None:
+    batch, ref_model, model = _fp32_reference_and_fresh_model()
     engine = private_engine(model, batch, clip=0.05)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         engine.privatize_gradients(engine.data_loader.sample())
@@ -263,13 +268,7 @@ def test_bf16_autocast_keeps_dp_arithmetic_fp32() -> None:
 def test_autocast_dtype_runs_the_forward_in_bf16_and_clips_in_fp32() -> None:
     """``make_private(autocast_dtype=bf16)``: the engine itself autocasts the forward (what
     ``training.precision: bf16`` asks for); gradients stay fp32 and close to the fp32 run's."""
-    batch = make_batch([5, 6, 4], 6)
-    torch.manual_seed(0)
-    ref_model = Toy()
-    ref = private_engine(ref_model, batch, clip=0.05)
-    ref.privatize_gradients(ref.data_loader.sample())
-    torch.manual_seed(0)
-    model = Toy()
+    batch, ref_model, model = _fp32_reference_and_fresh_model()
     seen: list[torch.dtype] = []
     model.up.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
     engine = private_engine(model, batch, clip=0.05, autocast_dtype=torch.bfloat16)
