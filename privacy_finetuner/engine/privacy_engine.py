@@ -16,6 +16,7 @@ adds the noise to its share and the clipped sums are all-reduced before step 3's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -378,11 +379,7 @@ class PrivacyEngine:
             local = unit_index[start:stop] - unit_index[start]
             clipper.begin(stop - start)
             try:
-                with torch.autocast(
-                    device.type,
-                    dtype=self.autocast_dtype or torch.float32,
-                    enabled=self.autocast_dtype is not None,
-                ):
+                with self._forward_precision(device):
                     losses = loss_fn(module, micro)
                 if losses.shape != (stop - start,):
                     raise EngineError(
@@ -418,6 +415,13 @@ class PrivacyEngine:
         loss_sum, num_units, num_examples = totals.tolist()
         loss = loss_sum / num_units if num_units else math.nan
         return StepResult(loss=loss, num_units=int(num_units), num_examples=int(num_examples))
+
+    def _forward_precision(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """The engine's autocast, or nothing: never ``autocast(enabled=False)``, which would
+        switch off an autocast the caller (e.g. a Hugging Face Trainer) opened around the step."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
 
     def _add_noise_and_scale(self, clipper: GradClipper, noise: NoiseSource) -> None:
         """+ N(0, σ²C²) once, then ÷ q·N; data-parallel: rank 0 noises its share, then SUM."""

@@ -256,9 +256,12 @@ def _fp32_reference_and_fresh_model() -> tuple[dict[str, torch.Tensor], nn.Modul
 
 def test_bf16_autocast_keeps_dp_arithmetic_fp32() -> None:
     batch, ref_model, model = _fp32_reference_and_fresh_model()
+    seen: list[torch.dtype] = []  # the caller's autocast is honoured, not switched off
+    model.up.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
     engine = private_engine(model, batch, clip=0.05)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         engine.privatize_gradients(engine.data_loader.sample())
+    assert seen and set(seen) == {torch.bfloat16}
     for a, b in zip(ref_model.parameters(), model.parameters(), strict=True):
         assert b.grad is not None and b.grad.dtype == torch.float32
         assert torch.isfinite(b.grad).all()
