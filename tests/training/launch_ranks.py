@@ -1,21 +1,20 @@
 """Launch ranks the way torchrun does: one process each, RANK/WORLD_SIZE/MASTER_* in the
-environment, so ``run_job`` takes its torchrun path (it initialises the gloo group itself)."""
+environment, so ``run_job`` takes its torchrun path (it initialises the gloo group itself).
+
+Like torchrun's agent, the launcher hosts the rendezvous TCPStore and tells the ranks so
+(``TORCHELASTIC_USE_AGENT_STORE``): every rank is a store client, none runs the store server.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import torch.distributed as dist
+
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def launch(
@@ -23,7 +22,8 @@ def launch(
 ) -> None:
     """Run ``test_data_parallel.<function>(rank, tmp)`` on ``world`` processes; each rank gets
     its own ``PYTHONHASHSEED`` (as separate processes do), and any failure fails the call."""
-    port = free_port()
+    store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, wait_for_workers=False)
+    port = store.port
     code = (
         f"import sys; sys.path[:0] = [{str(HERE)!r}]; from pathlib import Path; "
         f"import test_data_parallel as t; t.{function}(int(sys.argv[1]), Path(sys.argv[2]))"
@@ -34,6 +34,7 @@ def launch(
             **os.environ,
             "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
             "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "TORCHELASTIC_USE_AGENT_STORE": "True",
             "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
             "PYTHONHASHSEED": str(hash_seeds[rank]),
         }  # fmt: skip
@@ -49,6 +50,7 @@ def launch(
                 p.kill()
         for handle in logs_out:
             handle.close()
+        del store
     logs = "\n".join(
         f"--- rank {r} ---\n{(tmp / f'rank{r}.log').read_text()[-3000:]}" for r in range(world)
     )
