@@ -24,11 +24,17 @@ def synth(
     canary_repeats: Annotated[
         int, typer.Option("--canary-repeats", min=1, help="Traces per canary.")
     ] = 1,
+    domains: Annotated[
+        list[str] | None,
+        typer.Option("--domain", help="Only this domain (support, booking, banking); repeatable."),
+    ] = None,
 ) -> None:
     """Write N synthetic support/booking/banking agent traces with tool calls and PII."""
     from privacy_finetuner.data import generate_traces, write_traces
 
-    result = generate_traces(n, seed=seed, canaries=canaries, canary_repeats=canary_repeats)
+    result = generate_traces(
+        n, seed=seed, canaries=canaries, canary_repeats=canary_repeats, domains=domains or None
+    )
     write_traces(result.traces, out)
     message = f"wrote {len(result.traces)} traces from {len({t.user_id for t in result.traces})} "
     message += f"users to {out}"

@@ -37,6 +37,9 @@ class SyntheticDataConfig(_Section):
     seed: int = Field(default=0, description="Generator seed; same seed, same file.")
     canaries: int = Field(default=0, ge=0, description="Secret canary strings inserted for audits.")
     canary_repeats: int = Field(default=1, ge=1, description="Traces that carry each canary.")
+    domains: list[Literal["support", "booking", "banking"]] | None = Field(
+        default=None, min_length=1, description="Agent domains to draw from; unset: all three."
+    )
 
 
 class DataConfig(_Section):

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
 from privacy_finetuner.data.records import Message, ToolCall, Trace
+from privacy_finetuner.errors import InvalidParameterError
 
-__all__ = ["LOCALES", "TOOLS", "Canary", "SynthResult", "generate_traces"]
+__all__ = ["DOMAINS", "LOCALES", "TOOLS", "Canary", "SynthResult", "generate_traces"]
 
 LOCALES: tuple[str, ...] = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL")
 
@@ -255,8 +256,14 @@ _DOMAINS: dict[str, Callable[[_User, random.Random, str], _Turn]] = {
 }
 
 
-def _session(u: _User, rng: random.Random, session: int, secret: str | None) -> Trace:
-    domain = rng.choice(tuple(_DOMAINS))
+#: The agent domains the generator knows, each with its own tools.
+DOMAINS: tuple[str, ...] = tuple(_DOMAINS)
+
+
+def _session(
+    u: _User, rng: random.Random, session: int, secret: str | None, domains: tuple[str, ...]
+) -> Trace:
+    domain = rng.choice(domains)
     company = rng.choice(_COMPANIES[domain])
     messages = [
         Message(
@@ -284,7 +291,13 @@ def _session(u: _User, rng: random.Random, session: int, secret: str | None) -> 
 
 
 def generate_traces(
-    n: int, *, seed: int = 0, canaries: int = 0, canary_repeats: int = 1, max_sessions: int = 6
+    n: int,
+    *,
+    seed: int = 0,
+    canaries: int = 0,
+    canary_repeats: int = 1,
+    max_sessions: int = 6,
+    domains: Sequence[str] | None = None,
 ) -> SynthResult:
     """``n`` synthetic traces from users with 1-``max_sessions`` sessions each.
 
@@ -294,7 +307,17 @@ def generate_traces(
         canaries: number of distinct secrets to plant.
         canary_repeats: traces (of the same user) that carry each secret.
         max_sessions: most sessions per user.
+        domains: the domains to draw sessions from (default: all of :data:`DOMAINS`), e.g.
+            only ``["banking"]`` for a fine-tuning set whose tools a base model has not seen.
+
+    Raises:
+        InvalidParameterError: an unknown or empty ``domains``.
     """
+    chosen = DOMAINS if domains is None else tuple(dict.fromkeys(domains))
+    unknown = [d for d in chosen if d not in DOMAINS]
+    if unknown or not chosen:
+        what = f"unknown domain(s) {', '.join(map(repr, unknown))}" if unknown else "no domains"
+        raise InvalidParameterError(f"{what}; choose from {', '.join(DOMAINS)}")
     from faker import Faker
 
     rng = random.Random(seed)  # noqa: S311  # nosec B311
@@ -318,7 +341,7 @@ def generate_traces(
             sessions = max(sessions, min(canary_repeats, n - len(traces)))
         for s in range(sessions):
             carries = canary is not None and s < canary_repeats
-            trace = _session(user, rng, s, secret if carries else None)
+            trace = _session(user, rng, s, secret if carries else None, chosen)
             if carries and canary is not None:
                 canary.traces.append(len(traces))
                 trace.meta["canary_id"] = canary.id

@@ -123,6 +123,7 @@ def prepare_data(config: JobConfig, *, tokenizer_dir: Path | None = None) -> Pre
             seed=synth.seed,
             canaries=synth.canaries,
             canary_repeats=synth.canary_repeats,
+            domains=synth.domains,
         )
         traces, canaries, source = result.traces, result.canaries, f"synthetic(n={synth.n})"
     else:

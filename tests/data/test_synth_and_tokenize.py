@@ -15,6 +15,7 @@ from privacy_finetuner.data import (
     tool_call_prompts,
     write_traces,
 )
+from privacy_finetuner.errors import InvalidParameterError
 
 
 def test_synth_is_deterministic_and_valid(tmp_path: Path) -> None:
@@ -49,6 +50,41 @@ def test_synth_is_identical_across_processes_with_other_hash_seeds(tmp_path: Pat
         )  # fmt: skip
         digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+def test_synth_domains_restrict_sessions_and_tools(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A banking-only set has only banking tools; the default is unchanged by the option."""
+    banking = generate_traces(50, seed=2, domains=["banking"]).traces
+    assert {t.meta["domain"] for t in banking} == {"banking"}
+    names = {c.name for t in banking for m in t.messages for c in m.tool_calls}
+    assert names <= {"get_balance", "transfer_funds", "block_card"} and len(names) == 3
+    two = generate_traces(80, seed=2, domains=["support", "booking"]).traces
+    assert {t.meta["domain"] for t in two} == {"support", "booking"}
+    every = [t.to_openai() for t in generate_traces(40, seed=2).traces]
+    assert every == [t.to_openai() for t in generate_traces(40, seed=2, domains=None).traces]
+    for bad in (["banking", "casino"], []):
+        with pytest.raises(InvalidParameterError, match=r"casino|no domains"):
+            generate_traces(5, domains=bad)
+    from typer.testing import CliRunner
+
+    from privacy_finetuner.cli.main import app, main
+
+    out = tmp_path / "banking.jsonl"
+    result = CliRunner().invoke(app, ["data", "synth", "--n", "12", "--domain", "banking", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {t.meta.get("domain") for t in load_traces(out).traces} <= {"banking", None}
+    assert all(
+        c.name in {"get_balance", "transfer_funds", "block_card"}
+        for t in load_traces(out).traces
+        for m in t.messages
+        for c in m.tool_calls
+    )
+    with pytest.raises(SystemExit) as stopped:
+        main(["data", "synth", "--n", "3", "--domain", "casino", str(tmp_path / "x.jsonl")])
+    assert stopped.value.code == 2 and "casino" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 def test_canaries_are_planted_and_recorded() -> None:
