@@ -95,3 +95,14 @@ def test_plan_spends_the_target_epsilon_and_computes_it_on_demand() -> None:
     )
     assert plan.expected_epsilon == reference
     assert 3.0 * (1 - 2e-3) <= reference <= 3.0
+
+
+def test_the_example_file_is_the_embedded_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/support-agent.yaml promises `train --example support-agent`: same job."""
+    from privacy_finetuner.training.examples import example_overrides
+
+    monkeypatch.delenv("PRIVACY_CONFIG", raising=False)
+    path = Path(__file__).resolve().parents[2] / "examples" / "support-agent.yaml"
+    from_file = load_config(path).model_dump(mode="json")
+    embedded = load_config(None, example_overrides("support-agent")).model_dump(mode="json")
+    assert from_file == embedded
