@@ -99,6 +99,9 @@ class TinyModelConfig(_Section):
     tokenizer_corpus_size: int = Field(
         default=400, ge=10, description="Synthetic (public) traces the BPE tokenizer is trained on."
     )
+    split_digits: bool = Field(
+        default=False, description="One token per digit (ids are easier to copy into tool calls)."
+    )
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> TinyModelConfig:

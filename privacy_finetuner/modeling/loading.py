@@ -118,7 +118,9 @@ def load_base_model(
                 # A fixed public corpus, independent of the training data and its seed.
                 traces = generate_traces(config.tiny.tokenizer_corpus_size, seed=7919).traces
             tokenizer = tiny.train_tiny_tokenizer(
-                tiny.tokenizer_corpus(traces), vocab_size=config.tiny.vocab_size
+                tiny.tokenizer_corpus(traces),
+                vocab_size=config.tiny.vocab_size,
+                split_digits=config.tiny.split_digits,
             )
         model = tiny.build_tiny_model(tokenizer, config.tiny, max_length=max_length, seed=seed)
         return LoadedModel(model, tokenizer, "tiny", config.method)

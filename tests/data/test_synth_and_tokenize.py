@@ -72,7 +72,9 @@ def test_synth_domains_restrict_sessions_and_tools(
     from privacy_finetuner.cli.main import app, main
 
     out = tmp_path / "banking.jsonl"
-    result = CliRunner().invoke(app, ["data", "synth", "--n", "12", "--domain", "banking", str(out)])
+    result = CliRunner().invoke(
+        app, ["data", "synth", "--n", "12", "--domain", "banking", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert {t.meta.get("domain") for t in load_traces(out).traces} <= {"banking", None}
     assert all(

@@ -40,6 +40,29 @@ def test_tiny_model_is_seeded_and_has_a_chat_template() -> None:
     assert detect_lora_targets(a.model) == ["q_proj", "v_proj"]
 
 
+def test_split_digits_gives_one_token_per_digit_and_survives_a_reload(tmp_path: Path) -> None:
+    """An id is the same digit tokens in the request and in the tool call; default unchanged."""
+    from transformers import AutoTokenizer
+
+    corpus = generate_traces(30, seed=5).traces
+    text = "Send 18255 EUR from ACC4814612 please"
+    digits = {"name": "tiny", "tiny": {**_TINY, "split_digits": True}}
+    loaded = load_base_model(
+        ModelConfig.model_validate(digits), max_length=64, seed=0, tokenizer_corpus=corpus
+    )
+    pieces = loaded.tokenizer.tokenize(text)
+    assert [p for p in pieces if p.strip("Ġ").isdigit()] == list("18255") + list("4814612")
+    loaded.tokenizer.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path).tokenize(text) == pieces
+    from privacy_finetuner.modeling.tiny import tokenizer_corpus, train_tiny_tokenizer
+
+    bigger = list(tokenizer_corpus(generate_traces(200, seed=5).traces))
+    for split, merged in ((False, True), (True, False)):  # BPE merges digit runs by default
+        tok = train_tiny_tokenizer(bigger, vocab_size=1024, split_digits=split)
+        numbers = [p.strip("Ġ") for p in tok.tokenize(text) if p.strip("Ġ").isdigit()]
+        assert any(len(p) > 1 for p in numbers) is merged
+
+
 def test_lora_targets_for_gpt2() -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
