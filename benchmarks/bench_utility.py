@@ -1,26 +1,37 @@
 """Utility of DP fine-tuning: the DP model against a non-private one after the same steps.
 
-Both start from the same tiny model (the one of ``train --example support-agent``, same seed),
-see the same guarded synthetic traces with the same tokenizer, use AdamW with the same warmup and
-the same (expected) batch size, and take the same number of steps. Each run has its own learning
-rate (``--lr`` for DP, ``--baseline-lr``); the default 1e-2 is the best measured for both at this
-batch size (docs/training.md). The DP run goes through ``run_job`` (Poisson sampling,
-per-example clipping, noise σ calibrated to the target ε); the baseline uses fixed-size shuffled
-batches and no clipping or noise. Reported: validation loss and tool-call exact match (greedy
-generation of the first tool call for held-out users' prompts; function name and parsed
-arguments compared), and the function-name match.
+DP fine-tuning is meant for a model pretrained on public data, adapted to private data. No model
+hub is reachable here, so the benchmark makes that setting itself, in two stages:
 
-Synthetic data is free, so the default uses 20 000 traces: at the same batch a smaller sampling
-rate q needs less noise σ for the same ε.
+1. **Public pretraining** (non-private, cached in ``--base-dir``): the tiny Llama-style model of
+   ``train --example support-agent`` learns on synthetic traces of the *support* and *booking*
+   agents only. It learns the chat format and to copy ids from a request into a tool call, but it
+   has never seen a banking tool (``get_balance``, ``transfer_funds``, ``block_card``) or its
+   arguments.
+2. **Private fine-tuning**: from that base, on synthetic *banking* traces (other users, other
+   seed, through the context guard), once with DP-SGD at (ε, δ) through ``run_job`` (Poisson
+   sampling, per-example clipping, σ calibrated to the target ε) and once without privacy
+   (fixed-size shuffled batches, no clipping or noise), with the same optimiser, warmup, expected
+   batch size and number of steps; each run has its own learning rate.
 
-    .venv/bin/python benchmarks/bench_utility.py            # ε = 8, δ = 1e-5 (~20 min, 2 cores)
+Reported for the base model and both fine-tuned models: validation loss on held-out banking users
+and tool-call exact match (greedy generation of the first tool call for held-out prompts;
+function name and parsed arguments compared) and function-name match. The target: DP exact
+match ≥ 90 % of the non-private one. ``--from-scratch`` skips stage 1 (both runs start from the
+randomly initialised model, on all three domains): the harder setting in which the tiny model
+must also learn to copy under noise.
+
+    .venv/bin/python benchmarks/bench_utility.py     # ε = 8, δ = 1e-5; ~10 min + ~20 min, 2 cores
+    .venv/bin/python benchmarks/bench_utility.py --private-seed 2   # same base, other private data
     .venv/bin/python benchmarks/bench_utility.py --json
-    .venv/bin/python benchmarks/bench_utility.py --steps 40 --n 600 --batch-size 32  # quick look
+    .venv/bin/python benchmarks/bench_utility.py --from-scratch --n 20000 --steps 300 \
+        --batch-size 128 --warmup 30 --prompts 64
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -28,6 +39,7 @@ import random
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,46 +49,92 @@ from privacy_finetuner.training.evaluation import tool_call_scores, validation_l
 from privacy_finetuner.training.examples import example_overrides
 from privacy_finetuner.training.prepare import PreparedData, prepare_data
 
+PUBLIC_DOMAINS = ["support", "booking"]
+PRIVATE_DOMAINS = ["banking"]
+#: Every projection of the Llama blocks: the new tools change what the MLPs must produce too.
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-def _config(args: argparse.Namespace, run_dir: Path) -> JobConfig:
+
+def _data_section(n: int, seed: int, domains: list[str] | None, max_length: int) -> dict[str, Any]:
+    return {
+        "synthetic": {"n": n, "seed": seed, "domains": domains},
+        "max_length": max_length,
+        "validation_split": 0.1,
+    }
+
+
+def _training_section(
+    args: argparse.Namespace, steps: int, lr: float, batch_size: int, seed: int
+) -> dict[str, Any]:
+    return {
+        "max_steps": steps,
+        "batch_size": batch_size,
+        "learning_rate": lr,
+        "warmup_steps": args.warmup,
+        "seed": seed,
+        "eval_every": max(1, steps // 4),
+        "eval_batches": 2,
+        "checkpoint_every": 100_000,
+        "eval_tool_calls": args.prompts,
+    }
+
+
+def _config(
+    args: argparse.Namespace,
+    data: dict[str, Any],
+    model: dict[str, Any],
+    steps: int,
+    lr: float,
+    run_dir: Path | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+) -> JobConfig:
+    output = {} if run_dir is None else {"output": {"dir": str(run_dir)}}
     return load_config(
         None,
         {
-            "data": {
-                "synthetic": {"n": args.n, "seed": args.seed},
-                "max_length": args.max_length,
-                "validation_split": 0.1,
-            },
+            "data": data,
             "guard": {"enabled": True, "strategy": "redact"},
-            # the model of `train --example support-agent`
-            "model": example_overrides("support-agent")["model"],
-            "training": {
-                "max_steps": args.steps,
-                "batch_size": args.batch_size,
-                "learning_rate": args.lr,
-                "warmup_steps": args.warmup,
-                "seed": args.seed,
-                "eval_every": max(1, args.steps // 4),
-                "eval_batches": 2,
-                "checkpoint_every": 10_000,
-            },
+            "model": model,
+            "training": _training_section(
+                args,
+                steps,
+                lr,
+                batch_size or args.batch_size,
+                _private_seed(args) if seed is None else seed,
+            ),
             "privacy": {
                 "target_epsilon": args.epsilon,
                 "delta": args.delta,
                 "max_grad_norm": args.clip,
                 "max_physical_batch_size": args.physical_batch,
             },
-            "output": {"dir": str(run_dir)},
+            **output,
         },
     )
 
 
-def _non_private(prepared: PreparedData, config: JobConfig, steps: int, lr: float) -> float:
+def _shuffled_batches(size: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Fixed-size batches of indices, reshuffled at every pass (the non-private baseline)."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            order = list(range(size))
+            rng.shuffle(order)
+        batch, order = order[:batch_size], order[batch_size:]
+        yield batch
+
+
+def _non_private(
+    prepared: PreparedData, config: JobConfig, steps: int, lr: float, *, label: str, show: bool
+) -> float:
     """Plain AdamW on fixed-size shuffled batches (mean token loss), with the DP run's warmup;
     returns seconds taken. A batch is processed in micro-batches of ``max_physical_batch_size``
     (faster on CPU); their losses are weighted by target tokens, so each step's gradient is
     exactly that of the mean token loss over the whole batch."""
     import torch
+    from rich.progress import Progress, TimeElapsedColumn
 
     from privacy_finetuner.data.collate import make_collate_fn
     from privacy_finetuner.data.tokenize import IGNORE_INDEX
@@ -85,49 +143,111 @@ def _non_private(prepared: PreparedData, config: JobConfig, steps: int, lr: floa
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     collate = make_collate_fn(prepared.loaded.tokenizer.pad_token_id)
-    batch_size, micro = config.training.batch_size, config.privacy.max_physical_batch_size
-    warmup = config.training.warmup_steps
-    rng = random.Random(config.training.seed)
-    order: list[int] = []
+    training, micro = config.training, config.privacy.max_physical_batch_size
+    batches = _shuffled_batches(len(prepared.train), training.batch_size, training.seed)
     started = time.perf_counter()
-    for step in range(steps):
-        if len(order) < batch_size:
-            order = list(range(len(prepared.train)))
-            rng.shuffle(order)
-        idx, order = order[:batch_size], order[batch_size:]
-        for group in optimizer.param_groups:
-            group["lr"] = lr * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
-        examples = [prepared.train[i] for i in idx]
-        total = sum(sum(1 for label in e.labels[1:] if label != IGNORE_INDEX) for e in examples)
-        optimizer.zero_grad()
-        for start in range(0, len(examples), micro):
-            batch = collate(examples[start : start + micro])
-            targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-            (model(**batch).loss * (targets / total)).backward()
-        optimizer.step()
+    progress = Progress(*Progress.get_default_columns(), TimeElapsedColumn(), disable=not show)
+    with progress:
+        task = progress.add_task(label, total=steps)
+        for step, idx in zip(range(steps), batches, strict=False):
+            warm = min(1.0, (step + 1) / training.warmup_steps) if training.warmup_steps else 1.0
+            for group in optimizer.param_groups:
+                group["lr"] = lr * warm
+            examples = [prepared.train[i] for i in idx]
+            total = sum(sum(1 for t in e.labels[1:] if t != IGNORE_INDEX) for e in examples)
+            optimizer.zero_grad()
+            for start in range(0, len(examples), micro):
+                batch = collate(examples[start : start + micro])
+                targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                (model(**batch).loss * (targets / total)).backward()
+            optimizer.step()
+            progress.advance(task)
     return time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=20_000, help="synthetic traces")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-2, help="learning rate of the DP run")
-    parser.add_argument(
-        "--baseline-lr", type=float, default=1e-2, help="learning rate of the non-private run"
+def _scores(prepared: PreparedData) -> dict[str, float]:
+    """Validation loss, tool-call exact match and function-name match of ``prepared``'s model."""
+    loaded = prepared.loaded
+    loss = validation_loss(
+        loaded.model, prepared.validation, pad_token_id=loaded.tokenizer.pad_token_id
     )
-    parser.add_argument("--warmup", type=int, default=30, help="linear warmup steps (both runs)")
-    parser.add_argument("--clip", type=float, default=1.0)
-    parser.add_argument("--epsilon", type=float, default=8.0)
-    parser.add_argument("--delta", type=float, default=1e-5)
-    parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--physical-batch", type=int, default=32, help="micro-batch size (speed only, both runs)"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args()
+    scores = tool_call_scores(loaded.model, loaded.tokenizer, prepared.prompts) or {}
+    return {
+        "validation_loss": loss,
+        "tool_call_exact_match": scores.get("exact_match", 0.0),
+        "tool_name_match": scores.get("name_match", 0.0),
+    }
+
+
+def _base_model_section(args: argparse.Namespace) -> dict[str, Any]:
+    """The example's tiny model; with ``--split-digits`` its tokenizer has one token per digit."""
+    model: dict[str, Any] = example_overrides("support-agent")["model"]
+    model["tiny"]["split_digits"] = args.split_digits
+    return model
+
+
+def _public_base(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """Stage 1: the tiny model pretrained without privacy on public (support + booking) traces,
+    saved as a Hugging Face model directory; reused when the same settings made it before."""
+    settings = {
+        "n": args.public_n,
+        "steps": args.public_steps,
+        "lr": args.public_lr,
+        "batch": args.public_batch_size,
+        "seed": args.seed,
+        "max_length": args.max_length,
+        "domains": PUBLIC_DOMAINS,
+        "model": _base_model_section(args),
+        "version": 1,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    base_dir = Path(args.base_dir).expanduser() / f"public-base-{digest}"
+    info_path = base_dir / "pretraining.json"
+    if info_path.is_file():
+        return base_dir, json.loads(info_path.read_text())
+    data = _data_section(args.public_n, args.seed + 1, PUBLIC_DOMAINS, args.max_length)
+    config = _config(
+        args, data, settings["model"], args.public_steps, args.public_lr,
+        batch_size=args.public_batch_size, seed=args.seed,
+    )  # fmt: skip
+    prepared = prepare_data(config)
+    seconds = _non_private(
+        prepared, config, args.public_steps, args.public_lr, label="public pretraining",
+        show=not args.json,
+    )  # fmt: skip
+    info = {**settings, "seconds": round(seconds, 1), "public_validation": _scores(prepared)}
+    base_dir.mkdir(parents=True, exist_ok=True)
+    prepared.loaded.model.save_pretrained(base_dir, safe_serialization=True)
+    prepared.loaded.tokenizer.save_pretrained(base_dir)
+    info_path.write_text(json.dumps(info, indent=2))  # last: marks the directory complete
+    return base_dir, info
+
+
+def _private_seed(args: argparse.Namespace) -> int:
+    """Seed of the private data, split and training (``--private-seed``, else ``--seed``)."""
+    return int(args.seed if args.private_seed is None else args.private_seed)
+
+
+def _private_setting(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The private data and the model the two fine-tuning runs start from."""
+    if args.from_scratch:
+        data = _data_section(args.n, _private_seed(args), None, args.max_length)
+        return data, example_overrides("support-agent")["model"], None
+    if _private_seed(args) == args.seed + 1:
+        raise SystemExit("--private-seed must differ from --seed + 1, the public data's seed")
+    base_dir, pretraining = _public_base(args)
+    data = _data_section(args.n, _private_seed(args), PRIVATE_DOMAINS, args.max_length)
+    model: dict[str, Any] = {"name": str(base_dir), "finetuning": args.finetuning}
+    if args.finetuning == "lora":
+        model["lora"] = {
+            "r": args.lora_r,
+            "alpha": 2.0 * args.lora_r,
+            "target_modules": LORA_TARGETS,
+        }
+    return data, model, pretraining
+
+
+def _quiet() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     from transformers.utils import logging as hf_logging
@@ -135,58 +255,124 @@ def main() -> None:
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    add = parser.add_argument
+    add("--n", type=int, default=40_000, help="private (banking) traces")
+    add("--steps", type=int, default=300, help="fine-tuning steps (both runs)")
+    add("--batch-size", type=int, default=256, help="expected batch size of fine-tuning")
+    add("--lr", type=float, default=1e-2, help="learning rate of the DP run")
+    add("--baseline-lr", type=float, default=1e-2, help="learning rate of the non-private run")
+    add("--warmup", type=int, default=15, help="linear warmup steps (every stage)")
+    add("--finetuning", choices=["full", "lora"], default="full")
+    add("--lora-r", type=int, default=8)
+    add("--clip", type=float, default=1.0)
+    add("--epsilon", type=float, default=8.0)
+    add("--delta", type=float, default=1e-5)
+    add("--max-length", type=int, default=256)
+    add("--seed", type=int, default=0, help="seed of every stage")
+    add("--private-seed", type=int, help="another seed for the private stage only (same base)")
+    add("--prompts", type=int, default=200, help="held-out tool-call prompts scored")
+    add("--physical-batch", type=int, default=32, help="micro-batch size (speed only)")
+    add("--public-n", type=int, default=20_000, help="public (support + booking) traces")
+    add("--public-steps", type=int, default=400, help="public pretraining steps")
+    add("--public-lr", type=float, default=1e-2)
+    add("--public-batch-size", type=int, default=128)
+    add("--split-digits", action=argparse.BooleanOptionalAction, default=True,
+        help="base tokenizer with one token per digit")  # fmt: skip
+    add("--base-dir", default="~/.cache/privacy-finetuner/bench", help="cache of public bases")
+    add("--from-scratch", action="store_true", help="no public pretraining (all domains)")
+    add("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    s = summary
+    print(f"\nUtility at ε = {s['epsilon']:.3f} (target {s['target_epsilon']}), "
+          f"δ = {s['delta']:g}, σ = {s['noise_multiplier']:.3f}, q = {s['sample_rate']:.4f}, "
+          f"{s['steps']} steps, expected batch {s['batch_size']}, "
+          f"{s['train_examples']} private training traces, {s['finetuning']} fine-tuning, "
+          f"lr {s['learning_rate']['dp']:g} (DP) / {s['learning_rate']['non_private']:g} "
+          f"(non-private), warmup {s['warmup_steps']}")  # fmt: skip
+    if s["public_pretraining"]:
+        p = s["public_pretraining"]
+        print(f"base: tiny model pretrained without privacy on {p['n']} public {'+'.join(p['domains'])} "
+              f"traces for {p['steps']} steps (lr {p['lr']:g}, {p['seconds']:.0f} s when made)")  # fmt: skip
+    print(f"{'model':<14}{'val loss':>10}{'tool-call EM':>14}{'function name':>15}{'train s':>9}")
+    for label, key in (("base", "base"), ("non-private", "non_private"), ("DP", "dp")):
+        row = s[key]
+        if row is None:
+            continue
+        seconds = f"{row['seconds']:>9.0f}" if "seconds" in row else f"{'':>9}"
+        print(f"{label:<14}{row['validation_loss']:>10.4f}{row['tool_call_exact_match']:>14.3f}"
+              f"{row['tool_name_match']:>15.3f}{seconds}")  # fmt: skip
+    print(
+        f"DP / non-private exact match: {s['exact_match_ratio']:.3f} (target ≥ 0.90: "
+        f"{'met' if s['meets_target'] else 'NOT met'}); {s['tool_call_prompts']} held-out prompts"
+    )
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    _quiet()
+    data, model, pretraining = _private_setting(args)
     with tempfile.TemporaryDirectory() as tmp:
-        config = _config(args, Path(tmp) / "dp")
+        config = _config(args, data, model, args.steps, args.lr, Path(tmp) / "dp")
         started = time.perf_counter()
         result = run_job(config, Path(tmp) / "dp", progress=not args.json)
         dp_seconds = time.perf_counter() - started
         report = json.loads(Path(result.report_path or "").read_text())
     dp_final = report["metrics"]["final"]
 
-    prepared = prepare_data(config)  # same seed: same data, split, tokenizer and initial weights
-    baseline_seconds = _non_private(prepared, config, args.steps, args.baseline_lr)
-    pad = prepared.loaded.tokenizer.pad_token_id
-    base_loss = validation_loss(prepared.loaded.model, prepared.validation, pad_token_id=pad)
-    scores = tool_call_scores(prepared.loaded.model, prepared.loaded.tokenizer, prepared.prompts)
-    base_em = (scores or {}).get("exact_match", 0.0)
-    base_names = (scores or {}).get("name_match", 0.0)
+    # Same seed: same data, split, guard and tokenizer, and the same starting weights.
+    baseline_config = _config(args, data, model, args.steps, args.baseline_lr)
+    prepared = prepare_data(baseline_config)
+    if prepared.loaded.method == "lora":
+        from privacy_finetuner.modeling.loading import apply_finetuning
 
-    dp_em, dp_loss = dp_final["tool_call_exact_match"] or 0.0, dp_final["loss"]
-    dp_names = dp_final.get("tool_call_name_match") or 0.0
-    ratio = dp_em / base_em if base_em else math.nan
+        prepared.loaded = apply_finetuning(prepared.loaded, baseline_config.model.lora)
+    base = None if args.from_scratch else _scores(prepared)
+    baseline_seconds = _non_private(
+        prepared, baseline_config, args.steps, args.baseline_lr, label="non-private",
+        show=not args.json,
+    )  # fmt: skip
+    non_private = {**_scores(prepared), "seconds": round(baseline_seconds, 1)}
+
+    dp = {
+        "validation_loss": dp_final["loss"],
+        "tool_call_exact_match": dp_final["tool_call_exact_match"] or 0.0,
+        "tool_name_match": dp_final.get("tool_call_name_match") or 0.0,
+        "seconds": report["timing"]["train_seconds"],  # the training loop, as for non-private
+        "job_seconds": round(dp_seconds, 1),  # + data, guard, evaluation, report
+    }
+    base_em = non_private["tool_call_exact_match"]
+    ratio = dp["tool_call_exact_match"] / base_em if base_em else math.nan
     summary: dict[str, Any] = {
         "epsilon": result.epsilon,
+        "target_epsilon": args.epsilon,
         "delta": args.delta,
         "noise_multiplier": result.noise_multiplier,
         "sample_rate": result.sample_rate,
         "steps": result.steps,
         "batch_size": args.batch_size,
+        "finetuning": "full (from scratch)" if args.from_scratch else args.finetuning,
         "learning_rate": {"dp": args.lr, "non_private": args.baseline_lr},
         "warmup_steps": args.warmup,
         "train_examples": len(prepared.train),
         "tool_call_prompts": len(prepared.prompts),
-        "dp": {"validation_loss": dp_loss, "tool_call_exact_match": dp_em, "tool_name_match": dp_names,
-               "seconds": round(dp_seconds, 1)},
-        "non_private": {"validation_loss": base_loss, "tool_call_exact_match": base_em, "tool_name_match": base_names,
-                        "seconds": round(baseline_seconds, 1)},
+        "public_pretraining": pretraining,
+        "base": base,
+        "dp": dp,
+        "non_private": non_private,
         "exact_match_ratio": ratio,
         "target_ratio": 0.9,
         "meets_target": bool(ratio >= 0.9) if math.isfinite(ratio) else False,
-    }  # fmt: skip
+    }
     if args.json:
         print(json.dumps(summary, sort_keys=True))
-        return
-    print(f"\nUtility at ε = {result.epsilon:.3f} (target {args.epsilon}), δ = {args.delta:g}, "
-          f"σ = {result.noise_multiplier:.3f}, q = {result.sample_rate:.4f}, "
-          f"{result.steps} steps, batch {args.batch_size}, {len(prepared.train)} train examples, "
-          f"lr {args.lr:g} (DP) / {args.baseline_lr:g} (non-private), warmup {args.warmup}")  # fmt: skip
-    print(f"{'model':<14}{'val loss':>10}{'tool-call EM':>14}{'function name':>15}{'seconds':>9}")
-    print(f"{'non-private':<14}{base_loss:>10.4f}{base_em:>14.3f}{base_names:>15.3f}"
-          f"{baseline_seconds:>9.0f}")  # fmt: skip
-    print(f"{'DP':<14}{dp_loss:>10.4f}{dp_em:>14.3f}{dp_names:>15.3f}{dp_seconds:>9.0f}")
-    print(f"DP / non-private exact match: {ratio:.3f} (target ≥ 0.90: "
-          f"{'met' if summary['meets_target'] else 'NOT met'}); "
-          f"{len(prepared.prompts)} held-out prompts")  # fmt: skip
+    else:
+        _print_table(summary)
 
 
 if __name__ == "__main__":
