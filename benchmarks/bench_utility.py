@@ -346,8 +346,8 @@ def main() -> None:
         "seconds": report["timing"]["train_seconds"],  # the training loop, as for non-private
         "job_seconds": round(dp_seconds, 1),  # + data, guard, evaluation, report
     }
-    base_em = non_private["tool_call_exact_match"]
-    ratio = dp["tool_call_exact_match"] / base_em if base_em else math.nan
+    non_private_em = non_private["tool_call_exact_match"]
+    ratio = dp["tool_call_exact_match"] / non_private_em if non_private_em else math.nan
     summary: dict[str, Any] = {
         "epsilon": result.epsilon,
         "target_epsilon": args.epsilon,

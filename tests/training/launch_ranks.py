@@ -23,7 +23,7 @@ def launch(
     """Run ``test_data_parallel.<function>(rank, tmp)`` on ``world`` processes; each rank gets
     its own ``PYTHONHASHSEED`` (as separate processes do), and any failure fails the call."""
     store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, wait_for_workers=False)
-    port = store.port
+    port = store.port  # the server runs until ``store`` goes out of scope, after the ranks
     code = (
         f"import sys; sys.path[:0] = [{str(HERE)!r}]; from pathlib import Path; "
         f"import test_data_parallel as t; t.{function}(int(sys.argv[1]), Path(sys.argv[2]))"
@@ -50,7 +50,6 @@ def launch(
                 p.kill()
         for handle in logs_out:
             handle.close()
-        del store
     logs = "\n".join(
         f"--- rank {r} ---\n{(tmp / f'rank{r}.log').read_text()[-3000:]}" for r in range(world)
     )
