@@ -6,11 +6,16 @@ reported time is the median over rounds of each subprocess's median step time.
 
 Workloads (see ``WORKLOADS``): (a) Llama-style, 4 layers, hidden 256, vocab 8192, seq 128,
 batch 16, full fine-tuning; (b) (a) with LoRA r=8 on q/v; (c) GPT-2-style, 4 layers, n_embd 256,
-full; (d) (a) with seq 512, batch 8.
+full; (d) (a) with seq 512, batch 8. GPU-sized (``--device cuda``): (e) Llama-style, 8 layers,
+hidden 1024, vocab 32000, seq 512, batch 16, full; (f) (e) with LoRA r=8 on q/v.
 
 Usage:
     python benchmarks/bench_dp_step.py [--steps 5] [--rounds 3] [--workloads a,b,c,d]
         [--modes nonprivate,ours,opacus_hooks,opacus_ghost] [--quick] [--json]
+    python benchmarks/bench_dp_step.py --device cuda --precision bf16 --workloads a,e,f
+
+On CUDA each step is synchronised before the clock stops, and the memory column is the peak GPU
+memory allocated by PyTorch (``torch.cuda.max_memory_allocated``) instead of the process's RSS.
 
 Opacus is a benchmark-only extra (``pip install 'opacus==1.6.*'``); without it its columns are
 skipped with the reason printed.
@@ -35,7 +40,11 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "b": {"arch": "llama", "seq": 128, "batch": 16, "lora": True},
     "c": {"arch": "gpt2", "seq": 128, "batch": 16, "lora": False},
     "d": {"arch": "llama", "seq": 512, "batch": 8, "lora": False},
-}
+    "e": {"arch": "llama", "seq": 512, "batch": 16, "lora": False, "hidden": 1024, "layers": 8,
+          "vocab": 32000},
+    "f": {"arch": "llama", "seq": 512, "batch": 16, "lora": True, "hidden": 1024, "layers": 8,
+          "vocab": 32000},
+}  # fmt: skip
 MODES = ["nonprivate", "ours", "opacus_hooks", "opacus_ghost"]
 HIDDEN, LAYERS, VOCAB, HEADS = 256, 4, 8192, 4
 
@@ -49,6 +58,7 @@ class Result:
     tokens: int
     error: str | None = None
     cpu_seconds: float | None = None
+    peak_gpu_mb: float | None = None
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -57,24 +67,26 @@ def _model(spec: dict[str, Any]) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
+    hidden, layers, vocab = _size(spec)
+    heads = max(HEADS, hidden // 64)
     if spec["arch"] == "llama":
         cfg = LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=HIDDEN,
-            intermediate_size=4 * HIDDEN,
-            num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS,
-            num_key_value_heads=HEADS,
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=4 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
             max_position_embeddings=512,
             tie_word_embeddings=False,
         )
         model = LlamaForCausalLM(cfg)
     else:
         cfg = GPT2Config(
-            vocab_size=VOCAB,
-            n_embd=HIDDEN,
-            n_layer=LAYERS,
-            n_head=HEADS,
+            vocab_size=vocab,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=heads,
             n_positions=512,
             resid_pdrop=0.0,
             embd_pdrop=0.0,
@@ -92,11 +104,16 @@ def _model(spec: dict[str, Any]) -> Any:
     return model.train()
 
 
-def _batch(spec: dict[str, Any]) -> dict[str, Any]:
+def _size(spec: dict[str, Any]) -> tuple[int, int, int]:
+    """Hidden size, layers and vocabulary of a workload (the CPU-sized defaults unless given)."""
+    return spec.get("hidden", HIDDEN), spec.get("layers", LAYERS), spec.get("vocab", VOCAB)
+
+
+def _batch(spec: dict[str, Any], device: Any) -> dict[str, Any]:
     import torch
 
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, VOCAB, (spec["batch"], spec["seq"]), generator=g)
+    ids = torch.randint(0, _size(spec)[2], (spec["batch"], spec["seq"]), generator=g).to(device)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
@@ -110,19 +127,28 @@ def _loader(batch: dict[str, Any]) -> Any:
     from torch.utils.data import DataLoader, TensorDataset
 
     n = batch["input_ids"].shape[0]
-    data = TensorDataset(batch["input_ids"].repeat(8, 1))
+    data = TensorDataset(batch["input_ids"].cpu().repeat(8, 1))
     return DataLoader(data, batch_size=n)  # q = 1/8, only used for the noise scale
 
 
-def _step_fn(mode: str, model: Any, batch: dict[str, Any]) -> Any:
+def _step_fn(mode: str, model: Any, batch: dict[str, Any], bf16: bool) -> Any:
+    """One optimiser step of ``mode``; with ``bf16`` every mode's forward runs under bf16 autocast
+    (ours through the engine's own ``autocast_dtype``, which keeps norms and noise in fp32)."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-4)
+    device_type = batch["input_ids"].device.type
+
+    def autocast() -> Any:
+        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
+
     if mode == "nonprivate":
 
         def step() -> None:
-            _per_example_loss(model, batch).mean().backward()
+            with autocast():
+                loss = _per_example_loss(model, batch).mean()
+            loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 
@@ -138,6 +164,7 @@ def _step_fn(mode: str, model: Any, batch: dict[str, Any]) -> Any:
             noise_multiplier=1.0,
             max_grad_norm=1.0,
             max_physical_batch_size=batch["input_ids"].shape[0],
+            autocast_dtype=torch.bfloat16 if bf16 else None,
         )
         return lambda: engine.step(batch)
     from opacus import PrivacyEngine as OpacusEngine
@@ -155,7 +182,9 @@ def _step_fn(mode: str, model: Any, batch: dict[str, Any]) -> Any:
         )
 
         def step_hooks() -> None:
-            _per_example_loss(gsm, batch).mean().backward()
+            with autocast():
+                loss = _per_example_loss(gsm, batch).mean()
+            loss.backward()
             dp_opt.step()
             dp_opt.zero_grad(set_to_none=True)
 
@@ -174,7 +203,9 @@ def _step_fn(mode: str, model: Any, batch: dict[str, Any]) -> Any:
     )
 
     def step_ghost() -> None:  # loss given per sample, two backward passes inside
-        loss = DPTensorFastGradientClipping(gsm, dp_opt, _per_example_loss(gsm, batch), "mean")
+        with autocast():
+            per_example = _per_example_loss(gsm, batch)
+        loss = DPTensorFastGradientClipping(gsm, dp_opt, per_example, "mean")
         loss.backward()
         dp_opt.step()
         dp_opt.zero_grad(set_to_none=True)
@@ -182,18 +213,29 @@ def _step_fn(mode: str, model: Any, batch: dict[str, Any]) -> Any:
     return step_ghost
 
 
-def worker(workload: str, mode: str, steps: int, warmup: int) -> dict[str, Any]:
-    """Time ``steps`` steps of one mode after ``warmup`` steps; report median and peak RSS."""
+def worker(
+    workload: str, mode: str, steps: int, warmup: int, device_name: str = "cpu", bf16: bool = False
+) -> dict[str, Any]:
+    """Time ``steps`` steps of one mode after ``warmup`` steps; report median and peak memory."""
+    import torch
+
     warnings.simplefilter("ignore")
+    device = torch.device(device_name)
+    cuda = device.type == "cuda"
     spec = WORKLOADS[workload]
-    model, batch = _model(spec), _batch(spec)
-    step = _step_fn(mode, model, batch)
+    model, batch = _model(spec).to(device), _batch(spec, device)
+    step = _step_fn(mode, model, batch, bf16)
     for _ in range(warmup):
         step()
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     times, cpu = [], []
     for _ in range(steps):
         start, start_cpu = time.perf_counter(), time.process_time()
         step()
+        if cuda:
+            torch.cuda.synchronize(device)  # the step's kernels, not only their launch
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -202,14 +244,18 @@ def worker(workload: str, mode: str, steps: int, warmup: int) -> dict[str, Any]:
         "cpu_seconds": statistics.median(cpu),
         "all": times,
         "peak_rss_mb": peak_kb / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
     }
 
 
 # ----------------------------------------------------------------------------- driver side
-def _run_one(workload: str, mode: str, steps: int, warmup: int) -> Result:
+def _run_one(
+    workload: str, mode: str, steps: int, warmup: int, device: str, precision: str
+) -> Result:
     spec = WORKLOADS[workload]
     tokens = spec["seq"] * spec["batch"]
     cmd = [sys.executable, __file__, "--worker", workload, mode, str(steps), str(warmup)]
+    cmd += ["--device", device, "--precision", precision]
     if os.environ.get("OMP_NUM_THREADS"):
         cmd += ["--threads", os.environ["OMP_NUM_THREADS"]]
     env = dict(
@@ -222,7 +268,14 @@ def _run_one(workload: str, mode: str, steps: int, warmup: int) -> Result:
         return Result(workload, mode, None, None, tokens, error=tail[:200])
     data = json.loads(lines[-1])
     return Result(
-        workload, mode, data["seconds"], data["peak_rss_mb"], tokens, None, data["cpu_seconds"]
+        workload,
+        mode,
+        data["seconds"],
+        data["peak_rss_mb"],
+        tokens,
+        None,
+        data["cpu_seconds"],
+        data.get("peak_gpu_mb"),
     )
 
 
@@ -246,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads per worker (0: torch's default)"
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -256,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         workload, mode, steps, warmup = args.worker
-        print(json.dumps(worker(workload, mode, int(steps), int(warmup))))
+        bf16 = args.precision == "bf16"
+        print(json.dumps(worker(workload, mode, int(steps), int(warmup), args.device, bf16)))
         return 0
     if args.quick:
         args.rounds, args.steps, args.warmup = 1, 2, 1
@@ -271,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in workloads:
             order = modes[r % len(modes) :] + modes[: r % len(modes)]  # rotate who goes first
             for m in order:
-                res = _run_one(w, m, args.steps, args.warmup)
+                res = _run_one(w, m, args.steps, args.warmup, args.device, args.precision)
                 runs.setdefault((w, m), []).append(res)
                 print(
                     f"round {r + 1} {w} {m}: {res.seconds if res.seconds else res.error}",
@@ -285,13 +341,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _memory(result: Result) -> float | None:
+    """Peak GPU memory on CUDA (what limits the batch there), else the process's peak RSS."""
+    return result.peak_gpu_mb if result.peak_gpu_mb is not None else result.peak_rss_mb
+
+
 def _summarise(
     runs: dict[tuple[str, str], list[Result]], workloads: list[str], modes: list[str]
 ) -> list[dict[str, Any]]:
     rows = []
     for w in workloads:
         base = [r.seconds for r in runs.get((w, "nonprivate"), []) if r.seconds]
-        base_rss = [r.peak_rss_mb for r in runs.get((w, "nonprivate"), []) if r.peak_rss_mb]
+        base_rss = [_memory(r) for r in runs.get((w, "nonprivate"), []) if _memory(r)]
         t0 = statistics.median(base) if base else None
         base_cpu = [r.cpu_seconds for r in runs.get((w, "nonprivate"), []) if r.cpu_seconds]
         c0 = statistics.median(base_cpu) if base_cpu else None
@@ -303,7 +364,7 @@ def _summarise(
                 rows.append({"workload": w, "mode": m, "error": res[0].error if res else "not run"})
                 continue
             sec = statistics.median(r.seconds for r in ok if r.seconds)
-            rss = statistics.median(r.peak_rss_mb for r in ok if r.peak_rss_mb)
+            rss = statistics.median(m for m in map(_memory, ok) if m)
             cpu = statistics.median(r.cpu_seconds for r in ok if r.cpu_seconds)
             rows.append(
                 {
@@ -312,8 +373,9 @@ def _summarise(
                     "s_per_step": sec,
                     "ratio": sec / t0 if t0 else None,
                     "tokens_per_s": ok[0].tokens / sec,
-                    "peak_rss_mb": rss,
-                    "rss_ratio": rss / m0 if m0 else None,
+                    "peak_mb": rss,
+                    "memory": "gpu" if ok[0].peak_gpu_mb is not None else "rss",
+                    "mem_ratio": rss / m0 if m0 else None,
                     "runs": [r.seconds for r in ok],
                     "cpu_s_per_step": cpu,
                     "cpu_ratio": cpu / c0 if c0 else None,
@@ -323,9 +385,11 @@ def _summarise(
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
+    gpu = any(r.get("memory") == "gpu" for r in rows)
+    memory = "peak GPU MB" if gpu else "peak RSS MB"
     head = (
         f"{'wl':<3}{'mode':<14}{'s/step':>9}{'x nonpriv':>10}{'tok/s':>9}"
-        f"{'cpu s/step':>11}{'x cpu':>7}{'peak RSS MB':>12}{'x RSS':>7}"
+        f"{'cpu s/step':>11}{'x cpu':>7}{memory:>12}{'x mem':>7}"
     )
     print(head)
     print("-" * len(head))
@@ -334,12 +398,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             print(f"{r['workload']:<3}{r['mode']:<14}  n/a: {r['error']}")
             continue
         ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"
-        rss_ratio = f"{r['rss_ratio']:.2f}" if r["rss_ratio"] else "-"
+        rss_ratio = f"{r['mem_ratio']:.2f}" if r["mem_ratio"] else "-"
         cpu_ratio = f"{r['cpu_ratio']:.2f}" if r["cpu_ratio"] else "-"
         print(
             f"{r['workload']:<3}{r['mode']:<14}{r['s_per_step']:>9.3f}{ratio:>10}"
             f"{r['tokens_per_s']:>9.0f}{r['cpu_s_per_step']:>11.3f}{cpu_ratio:>7}"
-            f"{r['peak_rss_mb']:>12.0f}{rss_ratio:>7}"
+            f"{r['peak_mb']:>12.0f}{rss_ratio:>7}"
         )
 
 
