@@ -83,11 +83,11 @@ def test_full_run_maps_evidence_to_all_frameworks(tmp_path: Path) -> None:
     ):  # fmt: skip
         assert needle in md, needle
     assert "biases" in md and "not assessed" in md  # honest about what is not done
-    rows = {r["letter"]: r for r in report.safe_harbor}
+    rows = {r.letter: r for r in report.safe_harbor}
     assert len(rows) == 18
-    assert rows["A"]["coverage"] == "covered" and rows["A"]["replaced"] == 340
-    assert rows["J"]["replaced"] == 26  # IBAN + card numbers
-    assert rows["I"]["coverage"] == "not covered" and rows["I"]["replaced"] is None
+    assert rows["A"].coverage == "covered" and rows["A"].replaced == 340
+    assert rows["J"].replaced == 26  # IBAN + card numbers
+    assert rows["I"].coverage == "not covered" and rows["I"].replaced is None
     html = report.to_html()
     assert html.startswith("<!DOCTYPE html>") and "<script" not in html
     assert html.count("<table>") == 4
@@ -127,9 +127,9 @@ def test_guard_disabled_and_entities_restricted(tmp_path: Path) -> None:
     run = _full_run(tmp_path)
     (run / "config.yaml").write_text("guard:\n  entities: [EMAIL]\n", encoding="utf-8")
     report = build_compliance(run, now=NOW)
-    rows = {r["letter"]: r for r in report.safe_harbor}
-    assert rows["A"]["coverage"].startswith("not covered")
-    assert rows["F"]["coverage"] == "covered"
+    rows = {r.letter: r for r in report.safe_harbor}
+    assert rows["A"].coverage.startswith("not covered")
+    assert rows["F"].coverage == "covered"
     off = {**REPORT, "guard": {"enabled": False, "applied": False, "counts": {}, "note": None}}
     (run / "privacy_report.json").write_text(json.dumps(off), encoding="utf-8")
     md = build_compliance(run, now=NOW).to_markdown()
