@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from privacy_finetuner.data.records import Trace, parse_trace
+from privacy_finetuner.data.formats import parse_record
+from privacy_finetuner.data.records import RecordError, Trace
 from privacy_finetuner.errors import (
     DataError,
     DataValidationError,
@@ -25,10 +26,31 @@ __all__ = ["InvalidRecord", "LoadResult", "load_traces", "write_traces"]
 
 @dataclass(frozen=True)
 class InvalidRecord:
-    """A skipped record: where it was and why (the message never echoes the record's text)."""
+    """A skipped record: where it was and why.
+
+    ``reason`` is built only from ``code`` (a fixed identifier such as ``unknown_role``) and
+    ``field`` (a schema path such as ``messages[1].role``): it never quotes a value, an unknown key
+    or a role of the record, because it reaches the privacy report and the service API.
+    """
 
     line: int
     reason: str
+    code: str = "invalid"
+    field: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for reports (file:line, code and field names only)."""
+        return {"line": self.line, "code": self.code, "field": self.field, "reason": self.reason}
+
+
+def _invalid(exc: DataValidationError, line: int) -> InvalidRecord:
+    """The skipped-record entry of ``exc``; only :class:`RecordError`'s parts are kept."""
+    if isinstance(exc, RecordError):
+        reason = f"{exc.code} ({exc.detail})"
+        return InvalidRecord(
+            line, f"{exc.field}: {reason}" if exc.field else reason, exc.code, exc.field
+        )
+    return InvalidRecord(line, "invalid record", "invalid", "")
 
 
 @dataclass
@@ -60,17 +82,18 @@ def _load_jsonl(path: Path, skip_invalid: bool) -> LoadResult:
                     try:
                         raw = json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise DataValidationError(
-                            f"malformed JSON ({exc.msg} at column {exc.colno})",
+                        raise RecordError(
+                            "malformed_json",
+                            "",
+                            f"{exc.msg} at column {exc.colno}",
                             path=str(path),
                             line=line_no,
                         ) from None
-                    result.traces.append(parse_trace(raw, path=str(path), line=line_no))
+                    result.traces.append(parse_record(raw, path=str(path), line=line_no))
                 except DataValidationError as exc:
                     if not skip_invalid:
                         raise
-                    reason = str(exc).removeprefix(f"{path}:{line_no}: ")
-                    result.invalid.append(InvalidRecord(line_no, reason))
+                    result.invalid.append(_invalid(exc, line_no))
         except UnicodeDecodeError:
             raise DataValidationError("not UTF-8 text", path=str(path)) from None
     return result
@@ -93,11 +116,13 @@ def _load_hf(path: Path, skip_invalid: bool) -> LoadResult:
     for row_no, row in enumerate(ds, start=1):
         record = {k: v for k, v in dict(row).items() if v is not None}
         try:
-            result.traces.append(parse_trace(record, path=f"{path}[row]", line=row_no))
+            result.traces.append(
+                parse_record(record, path=f"{path}[row]", line=row_no, hf_row=True)
+            )
         except DataValidationError as exc:
             if not skip_invalid:
                 raise
-            result.invalid.append(InvalidRecord(row_no, str(exc)))
+            result.invalid.append(_invalid(exc, row_no))
     return result
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from privacy_finetuner.errors import DataValidationError
 
-__all__ = ["ROLES", "Message", "ToolCall", "Trace", "parse_trace"]
+__all__ = ["ROLES", "Message", "RecordError", "ToolCall", "Trace", "parse_trace"]
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
@@ -113,12 +113,32 @@ _TRACE_KEYS = {"messages", "user_id", "session_id", "tools", "meta", "id", "meta
 _MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name"}
 
 
+class RecordError(DataValidationError):
+    """An invalid record: ``code`` (a fixed identifier) and ``field`` (a schema path such as
+    ``messages[2].tool_call_id``) say what is wrong, and the message is built from them alone.
+
+    Nothing from the record's *values* is ever quoted (not a role, not an unknown key, not an
+    id): these messages reach the privacy report, the service API and logs, and a value of an
+    invalid record is as private as a valid one.
+    """
+
+    def __init__(
+        self, code: str, field: str, detail: str, *, path: str | None, line: int | None
+    ) -> None:
+        super().__init__(
+            f"{field}: {code} ({detail})" if field else f"{code} ({detail})", path=path, line=line
+        )
+        self.code = code
+        self.field = field
+        self.detail = detail
+
+
 class _Where:
     def __init__(self, path: str | None, line: int | None) -> None:
         self.path, self.line = path, line
 
-    def error(self, message: str) -> DataValidationError:
-        return DataValidationError(message, path=self.path, line=self.line)
+    def error(self, code: str, field: str, detail: str) -> RecordError:
+        return RecordError(code, field, detail, path=self.path, line=self.line)
 
 
 def _opt_str(value: Any, what: str, where: _Where) -> str | None:
@@ -126,7 +146,7 @@ def _opt_str(value: Any, what: str, where: _Where) -> str | None:
         return None
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         return str(value)
-    raise where.error(f"{what} must be a string, got {type(value).__name__}")
+    raise where.error("wrong_type", what, f"must be a string, got {type(value).__name__}")
 
 
 def _content(raw: Any, i: int, where: _Where) -> str:
@@ -134,66 +154,73 @@ def _content(raw: Any, i: int, where: _Where) -> str:
         return ""
     if isinstance(raw, str):
         return raw
+    at = f"messages[{i}].content"
     if isinstance(raw, list):  # OpenAI content parts: keep the text parts
         texts: list[str] = []
         for part in raw:
             if not isinstance(part, dict) or part.get("type") != "text":
-                raise where.error(f"messages[{i}].content: only text parts are supported")
+                raise where.error("unsupported_content", at, "only text parts are supported")
             texts.append(str(part.get("text", "")))
         return "".join(texts)
-    raise where.error(f"messages[{i}].content must be a string, got {type(raw).__name__}")
+    raise where.error("wrong_type", at, f"must be a string, got {type(raw).__name__}")
 
 
 def _tool_call(raw: Any, i: int, j: int, where: _Where) -> ToolCall:
     at = f"messages[{i}].tool_calls[{j}]"
     if not isinstance(raw, dict):
-        raise where.error(f"{at} must be an object")
+        raise where.error("wrong_type", at, "must be an object")
     function = raw.get("function")
     if not isinstance(function, dict):
-        raise where.error(f"{at}.function must be an object with name and arguments")
+        raise where.error(
+            "wrong_type", f"{at}.function", "must be an object with name and arguments"
+        )
     name = function.get("name")
     if not isinstance(name, str) or not name:
-        raise where.error(f"{at}.function.name must be a non-empty string")
+        raise where.error("missing_field", f"{at}.function.name", "must be a non-empty string")
     arguments = function.get("arguments", "{}")
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except json.JSONDecodeError as exc:
             raise where.error(
-                f"{at}.function.arguments is not valid JSON ({exc.msg} at char {exc.pos})"
+                "invalid_json", f"{at}.function.arguments", f"{exc.msg} at char {exc.pos}"
             ) from None
     if not isinstance(arguments, dict):
-        raise where.error(f"{at}.function.arguments must be a JSON object")
+        raise where.error("wrong_type", f"{at}.function.arguments", "must be a JSON object")
     call_id = raw.get("id")
     if call_id is not None and not isinstance(call_id, str):
-        raise where.error(f"{at}.id must be a string")
+        raise where.error("wrong_type", f"{at}.id", "must be a string")
     return ToolCall(id=call_id or f"call_{i}_{j}", name=name, arguments=arguments)
 
 
 def _message(raw: Any, i: int, where: _Where) -> Message:
+    at = f"messages[{i}]"
     if not isinstance(raw, dict):
-        raise where.error(f"messages[{i}] must be an object")
+        raise where.error("wrong_type", at, "must be an object")
     unknown = set(raw) - _MESSAGE_KEYS
     if unknown:
-        raise where.error(f"messages[{i}]: unknown key {sorted(unknown)[0]!r}")
+        allowed = ", ".join(sorted(_MESSAGE_KEYS))
+        raise where.error("unknown_key", at, f"{len(unknown)} key(s) not among {allowed}")
     role = raw.get("role")
     if role not in ROLES:
-        raise where.error(
-            f"messages[{i}]: unknown role {role!r} (expected one of {', '.join(ROLES)})"
-        )
+        raise where.error("unknown_role", f"{at}.role", f"expected one of {', '.join(ROLES)}")
     content = _content(raw.get("content"), i, where)
     calls_raw = raw.get("tool_calls") or []
     if calls_raw and role != "assistant":
-        raise where.error(f"messages[{i}]: only assistant messages may have tool_calls")
+        raise where.error(
+            "unexpected_field", f"{at}.tool_calls", "only assistant messages may have tool_calls"
+        )
     if not isinstance(calls_raw, list):
-        raise where.error(f"messages[{i}].tool_calls must be a list")
+        raise where.error("wrong_type", f"{at}.tool_calls", "must be a list")
     calls = tuple(_tool_call(c, i, j, where) for j, c in enumerate(calls_raw))
-    tool_call_id = _opt_str(raw.get("tool_call_id"), f"messages[{i}].tool_call_id", where)
+    tool_call_id = _opt_str(raw.get("tool_call_id"), f"{at}.tool_call_id", where)
     if role == "tool" and tool_call_id is None:
-        raise where.error(f"messages[{i}]: a tool message needs tool_call_id")
+        raise where.error(
+            "missing_field", f"{at}.tool_call_id", "a tool message needs tool_call_id"
+        )
     if role == "assistant" and not content and not calls:
-        raise where.error(f"messages[{i}]: an assistant message needs content or tool_calls")
-    name = _opt_str(raw.get("name"), f"messages[{i}].name", where)
+        raise where.error("empty_message", at, "an assistant message needs content or tool_calls")
+    name = _opt_str(raw.get("name"), f"{at}.name", where)
     return Message(role, content, calls, tool_call_id, name)
 
 
@@ -205,29 +232,34 @@ def parse_trace(raw: Any, *, path: str | None = None, line: int | None = None) -
     """
     where = _Where(path, line)
     if not isinstance(raw, dict):
-        raise where.error(f"a trace must be a JSON object, got {type(raw).__name__}")
+        raise where.error(
+            "wrong_type", "", f"a trace must be a JSON object, got {type(raw).__name__}"
+        )
     unknown = set(raw) - _TRACE_KEYS
     if unknown:
-        raise where.error(f"unknown key {sorted(unknown)[0]!r}")
+        allowed = ", ".join(sorted(_TRACE_KEYS))
+        raise where.error("unknown_key", "", f"{len(unknown)} key(s) not among {allowed}")
     messages_raw = raw.get("messages")
     if not isinstance(messages_raw, list) or not messages_raw:
-        raise where.error("'messages' must be a non-empty list")
+        raise where.error("missing_field", "messages", "must be a non-empty list")
     messages = tuple(_message(m, i, where) for i, m in enumerate(messages_raw))
     if not any(m.role == "assistant" for m in messages):
-        raise where.error("the trace has no assistant message (nothing to learn)")
+        raise where.error("no_assistant", "messages", "no assistant message (nothing to learn)")
     open_calls: set[str] = set()
     for i, m in enumerate(messages):
         open_calls.update(c.id for c in m.tool_calls)
         if m.role == "tool" and m.tool_call_id not in open_calls:
             raise where.error(
-                f"messages[{i}]: tool_call_id {m.tool_call_id!r} answers no earlier tool call"
+                "unmatched_tool_call_id",
+                f"messages[{i}].tool_call_id",
+                "answers no earlier tool call",
             )
     tools = raw.get("tools") or []
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise where.error("'tools' must be a list of objects")
+        raise where.error("wrong_type", "tools", "must be a list of objects")
     meta = raw.get("meta") or raw.get("metadata") or {}
     if not isinstance(meta, dict):
-        raise where.error("'meta' must be an object")
+        raise where.error("wrong_type", "meta", "must be an object")
     return Trace(
         messages=messages,
         user_id=_opt_str(raw.get("user_id"), "user_id", where),

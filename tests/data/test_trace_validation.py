@@ -82,14 +82,14 @@ def _bad_tool_without_id(r: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (_bad_unknown_role, r"messages\[1\]: unknown role 'customer'"),
-        (_bad_arguments, r"messages\[2\].tool_calls\[0\].function.arguments is not valid JSON"),
-        (_bad_tool_id, r"tool_call_id 'nope' answers no earlier tool call"),
-        (_bad_no_assistant, "no assistant message"),
-        (_bad_messages, "'messages' must be a non-empty list"),
-        (_bad_key, "unknown key 'colour'"),
-        (_bad_no_name, "function.name must be a non-empty string"),
-        (_bad_tool_without_id, "a tool message needs tool_call_id"),
+        (_bad_unknown_role, r"messages\[1\].role: unknown_role"),
+        (_bad_arguments, r"messages\[2\].tool_calls\[0\].function.arguments: invalid_json"),
+        (_bad_tool_id, r"messages\[3\].tool_call_id: unmatched_tool_call_id"),
+        (_bad_no_assistant, "no_assistant"),
+        (_bad_messages, "messages: missing_field"),
+        (_bad_key, "unknown_key"),
+        (_bad_no_name, r"function.name: missing_field"),
+        (_bad_tool_without_id, r"messages\[3\].tool_call_id: missing_field"),
     ],
 )
 def test_each_error_names_file_and_line(tmp_path: Path, mutate: Any, message: str) -> None:
@@ -103,7 +103,7 @@ def test_each_error_names_file_and_line(tmp_path: Path, mutate: Any, message: st
 
 def test_malformed_json_names_line(tmp_path: Path) -> None:
     path = _file(tmp_path, [_good(), '{"messages": [', _good()])
-    with pytest.raises(DataValidationError, match=rf"^{path}:2: malformed JSON"):
+    with pytest.raises(DataValidationError, match=rf"^{path}:2: malformed_json"):
         load_traces(path)
 
 
@@ -114,7 +114,62 @@ def test_skip_invalid_counts_records(tmp_path: Path) -> None:
     result = load_traces(path, skip_invalid=True)
     assert len(result.traces) == 2
     assert [r.line for r in result.invalid] == [2, 3]
-    assert "unknown role" in result.invalid[1].reason
+    assert result.invalid[1].code == "unknown_role"
+    assert result.invalid[1].field == "messages[1].role"
+
+
+_EMAIL = "jane.private@example.net"
+_NAME_SSN = "JohnSmith078051120"
+_CARD = "4111111111111111"
+
+
+def _leaky_records() -> list[Any]:
+    """Invalid records whose *values* (not their structure) hold PII."""
+    key = _good()
+    key["messages"][1][_EMAIL] = "x"  # an e-mail as an unknown message key
+    top = _good()
+    top[f"contact {_EMAIL}"] = 1  # and as an unknown top-level key
+    role = _good()
+    role["messages"][1]["role"] = f"{_NAME_SSN} SSN 078-05-1120"  # a name + SSN as a role
+    call = _good()
+    call["messages"][3]["tool_call_id"] = _CARD  # a card number as an unanswered call id
+    call_type = _good()
+    call_type["messages"][2]["tool_calls"][0]["id"] = {_CARD: _EMAIL}
+    args = _good()
+    args["messages"][2]["tool_calls"][0]["function"]["arguments"] = '{"card": ' + _CARD + "x}"
+    sharegpt = {"conversations": [{"from": _EMAIL, "value": "hi"}]}
+    anthropic = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": _CARD, "text": "x"}]},
+        ],
+        "system": "s",
+    }
+    return [key, top, role, call, call_type, args, sharegpt, anthropic, '{"a": ' + _CARD + "x"]
+
+
+def test_invalid_reasons_never_quote_record_values(tmp_path: Path) -> None:
+    """Issue 14, finding 2: reasons carry file, line, a code and schema field names only."""
+    path = _file(tmp_path, [_good(), *_leaky_records()])
+    result = load_traces(path, skip_invalid=True)
+    assert len(result.traces) == 1 and len(result.invalid) == 9
+    dumped = json.dumps([r.to_dict() for r in result.invalid])
+    for secret in (_EMAIL, _NAME_SSN, "078-05-1120", _CARD, "1111"):
+        assert secret not in dumped
+    codes = [r.code for r in result.invalid]
+    assert codes == [
+        "unknown_key", "unknown_key", "unknown_role", "unmatched_tool_call_id", "wrong_type",
+        "invalid_json", "unknown_role", "unsupported_content", "malformed_json",
+    ]  # fmt: skip
+    assert [r.line for r in result.invalid] == list(range(2, 11))
+    # The same records without --skip-invalid: the raised error is value-free as well.
+    for n, record in enumerate(_leaky_records()):
+        single = _file(tmp_path, [record])
+        with pytest.raises(DataValidationError) as info:
+            load_traces(single)
+        message = str(info.value)
+        assert message.startswith(f"{single}:1: ")
+        assert not any(s in message for s in (_EMAIL, _NAME_SSN, "078-05-1120", _CARD)), n
 
 
 def test_empty_and_missing(tmp_path: Path) -> None:

@@ -83,9 +83,9 @@ def _bad_args(traces: Path) -> str:
     ("kind", "expected"),
     [
         ("missing", "data file not found"),
-        ("malformed", "bad.jsonl:3: malformed JSON"),
-        ("role", "bad.jsonl:3: messages[1]: unknown role 'robot'"),
-        ("arguments", "bad.jsonl:3: messages[2].tool_calls[0].function.arguments is not valid"),
+        ("malformed", "bad.jsonl:3: malformed_json"),
+        ("role", "bad.jsonl:3: messages[1].role: unknown_role"),
+        ("arguments", "bad.jsonl:3: messages[2].tool_calls[0].function.arguments: invalid_json"),
         ("empty", "the data set is empty"),
     ],
 )
