@@ -12,6 +12,9 @@ Targets (issue 7): non-private, exposure ≥ 10 bits and ε_lower ≥ 1; DP at �
 exposure ≤ 2 bits.
 
     python benchmarks/bench_audit.py [--json] [--epochs E] [--canaries M] [--traces N]
+
+(from the repository root with the package installed editable, as ``pip install -e .`` does, so
+that ``benchmarks.audit_experiment`` resolves; ``python -m benchmarks.bench_audit`` works too).
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from privacy_finetuner.audit.canaries import plan_canaries
-from privacy_finetuner.audit.experiment import run_audited_job, write_audit_data
+from benchmarks.audit_experiment import run_audited_job, write_audit_data
 from privacy_finetuner.config.schema import JobConfig
+from privacy_finetuner.data.audit_canaries import plan_canaries
 
 
 def _config(args: argparse.Namespace, data: tuple[Path, Path], private: bool) -> JobConfig:

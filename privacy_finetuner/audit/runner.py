@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from privacy_finetuner.audit.canaries import CANARY_FILE, CanaryPlan, draw_candidates
 from privacy_finetuner.audit.exposure import (
     MIN_CANDIDATES,
     extrapolated_exposure,
@@ -29,6 +28,12 @@ from privacy_finetuner.audit.exposure import (
 from privacy_finetuner.audit.mia import MiaResult, evaluate_attack, zlib_calibrated_scores
 from privacy_finetuner.audit.one_run import OneRunBound, one_run_lower_bound
 from privacy_finetuner.audit.plots import histogram_svg, roc_svg
+from privacy_finetuner.data.audit_canaries import (
+    CANARY_FILE,
+    CanaryPlan,
+    canary_messages,
+    draw_candidates,
+)
 from privacy_finetuner.errors import DataError, InvalidParameterError, NotFoundError
 
 __all__ = [
@@ -38,6 +43,7 @@ __all__ = [
     "Scorer",
     "analyse_scores",
     "embed_in_report",
+    "finish_audit",
     "group_privacy",
     "render_section",
     "run_audit",
@@ -234,7 +240,6 @@ def _read_report(run: Path) -> dict[str, Any] | None:
 
 
 def _model_scorer(run: Path, plan: CanaryPlan, batch_size: int) -> Scorer:
-    from privacy_finetuner.audit.canaries import canary_messages
     from privacy_finetuner.audit.scoring import completion_nll
     from privacy_finetuner.modeling.loading import load_trained
 
@@ -311,6 +316,17 @@ def run_audit(
 
 
 _SECTION_START = '<section id="empirical-privacy">'
+
+
+def finish_audit(run_dir: str | Path, plan: CanaryPlan, **kwargs: Any) -> AuditResult:
+    """Save the plan into a finished run's directory and audit it (``train --audit``).
+
+    The training job calls this after marking the run finished, so the audit reads the saved model
+    and report; the caller decides what to do with ``result.violation``.
+    """
+    run = Path(run_dir)
+    plan.save(run / CANARY_FILE)
+    return run_audit(run, **kwargs)
 
 
 def embed_in_report(run: Path, section: str) -> bool:

@@ -489,7 +489,7 @@ def _run(
     if prepared.audit_plan is not None:
         # After the run is marked finished: the audit reads the saved model and report, and a
         # failure in it never turns a valid run into an incomplete one.
-        from privacy_finetuner.audit.hooks import finish_audit
+        from privacy_finetuner.audit.runner import finish_audit
 
         result.audit = finish_audit(run, prepared.audit_plan)
     return result

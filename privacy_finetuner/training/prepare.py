@@ -139,7 +139,7 @@ def prepare_data(config: JobConfig, *, tokenizer_dir: Path | None = None) -> Pre
         train_traces, val_traces = _split(traces, data.validation_split, config.training.seed)
     audit_plan = None
     if config.audit.enabled:  # after the split, so no audit canary is held out for validation
-        from privacy_finetuner.audit.hooks import add_audit_canaries
+        from privacy_finetuner.data.audit_canaries import add_audit_canaries
 
         train_traces, audit_plan = add_audit_canaries(
             train_traces,

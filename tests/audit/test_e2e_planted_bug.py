@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from privacy_finetuner.audit.canaries import plan_canaries
-from privacy_finetuner.audit.experiment import run_audited_job, write_audit_data
 from privacy_finetuner.cli.main import main
 from privacy_finetuner.config.schema import JobConfig
+from privacy_finetuner.data.audit_canaries import plan_canaries
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,6 +38,8 @@ def _config(data: tuple[Path, Path]) -> JobConfig:
 
 
 def test_noise_switched_off_is_caught(tmp_path: Path) -> None:
+    from benchmarks.audit_experiment import run_audited_job, write_audit_data
+
     plan = plan_canaries(48, repeats=10, seed=0)
     data = write_audit_data(tmp_path / "data", plan, traces=20, validation_traces=4)
     run = tmp_path / "run"

@@ -13,15 +13,15 @@ import numpy.typing as npt
 import pytest
 
 from privacy_finetuner.audit import runner
-from privacy_finetuner.audit.canaries import (
+from privacy_finetuner.audit.runner import analyse_scores, group_privacy, render_section, run_audit
+from privacy_finetuner.cli.main import main
+from privacy_finetuner.data.audit_canaries import (
     CANARY_FILE,
     CanaryPlan,
     canary_traces,
     draw_candidates,
     plan_canaries,
 )
-from privacy_finetuner.audit.runner import analyse_scores, group_privacy, render_section, run_audit
-from privacy_finetuner.cli.main import main
 from privacy_finetuner.errors import DataError, InvalidParameterError, NotFoundError
 
 
@@ -184,7 +184,8 @@ def test_section_is_embedded_in_report_html_once(tmp_path: Path) -> None:
 
 
 def test_training_hooks(tmp_path: Path) -> None:
-    from privacy_finetuner.audit.hooks import add_audit_canaries, finish_audit
+    from privacy_finetuner.audit.runner import finish_audit
+    from privacy_finetuner.data.audit_canaries import add_audit_canaries
 
     traces, plan = add_audit_canaries([], canaries=20, repeats=2, seed=4)
     assert len(traces) == 2 * len(plan.members)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from privacy_finetuner.audit.canaries import canary_messages, draw_candidates, plan_canaries
 from privacy_finetuner.audit.scoring import completion_nll
 from privacy_finetuner.config.schema import TinyModelConfig
+from privacy_finetuner.data.audit_canaries import canary_messages, draw_candidates, plan_canaries
 from privacy_finetuner.data.tokenize import render_messages
 from privacy_finetuner.modeling.tiny import build_tiny_model, train_tiny_tokenizer
 

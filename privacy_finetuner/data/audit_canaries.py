@@ -1,5 +1,9 @@
 """Audit canaries: random secrets in a fixed frame, each trained on with probability ½.
 
+They live in the data layer because planting them is data preparation: the training job shuffles
+:func:`add_audit_canaries` into its training traces, and :mod:`privacy_finetuner.audit` later
+re-scores the same plan against the trained model, without either importing the other.
+
 One set of canaries serves all three measurements:
 
 * the **members** (included canaries) are ranked against ``candidates`` drawn from the same
@@ -17,16 +21,19 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from privacy_finetuner.data.records import Trace, parse_trace
 from privacy_finetuner.errors import DataError, InvalidParameterError
 
 __all__ = [
     "CANARY_FILE",
     "AuditCanary",
     "CanaryPlan",
+    "add_audit_canaries",
     "canary_messages",
     "canary_traces",
     "draw_candidates",
@@ -190,3 +197,16 @@ def draw_candidates(plan: CanaryPlan, n: int) -> list[str]:
         if secret not in taken:
             out.append(secret)
     return out
+
+
+def add_audit_canaries(
+    traces: Sequence[Trace], *, canaries: int = 64, repeats: int = 10, seed: int = 0
+) -> tuple[list[Trace], CanaryPlan]:
+    """``traces`` with the included audit canaries shuffled in, and the plan to save later.
+
+    Call it after the train/validation split, so no canary user is held out for validation.
+    """
+    plan = plan_canaries(canaries, repeats=repeats, seed=seed)
+    planted = [*traces, *(parse_trace(record) for record in canary_traces(plan))]
+    random.Random(seed).shuffle(planted)  # noqa: S311  # nosec B311 - data order only
+    return planted, plan
