@@ -1,6 +1,12 @@
 """Privacy accounting for DP-SGD on top of Google's dp-accounting (PLD and RDP)."""
 
-from privacy_finetuner.accounting._validation import ACCOUNTANTS, check_delta
+from privacy_finetuner.accounting._validation import (
+    ACCOUNTANTS,
+    check_accountant,
+    check_delta,
+    check_epsilon,
+    check_noise_multiplier,
+)
 from privacy_finetuner.accounting.accountant import PrivacyAccountant
 from privacy_finetuner.accounting.calibration import (
     Calibration,
@@ -15,7 +21,10 @@ __all__ = [
     "DpSegment",
     "PrivacyAccountant",
     "calibrate_noise_multiplier",
+    "check_accountant",
     "check_delta",
+    "check_epsilon",
+    "check_noise_multiplier",
     "compute_epsilon",
     "max_steps_within_budget",
     "segments_to_event",

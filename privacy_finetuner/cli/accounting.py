@@ -10,12 +10,10 @@ from rich.table import Table
 from privacy_finetuner.accounting import (
     DpSegment,
     calibrate_noise_multiplier,
-    compute_epsilon,
-)
-from privacy_finetuner.accounting._validation import (
     check_accountant,
     check_delta,
     check_noise_multiplier,
+    compute_epsilon,
 )
 from privacy_finetuner.cli._output import console, print_json
 

@@ -22,8 +22,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from privacy_finetuner.accounting import DpSegment
-from privacy_finetuner.accounting._validation import check_delta, check_epsilon
+from privacy_finetuner.accounting import DpSegment, check_delta, check_epsilon
 from privacy_finetuner.errors import BudgetExceededError, ConfigError, LedgerError, NotFoundError
 from privacy_finetuner.ledger.budget import (
     add_counts,
