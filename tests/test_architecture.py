@@ -33,7 +33,8 @@ _LOWER = _BASE | {
 ALLOWED: dict[str, frozenset[str]] = {
     "_version": frozenset(),
     "errors": frozenset(),
-    "jobs": _BASE,  # the job-function protocol, result and status: torch-free, below everyone
+    # the job-function protocol, result and status: torch-free, below every wiring layer
+    "jobs": _BASE | {"accounting", "config"},
     # "accounting, config, data, guard and report import only errors (and accounting)"
     "accounting": _BASE,
     "config": _BASE | {"accounting"},
