@@ -23,18 +23,37 @@ from torch import Tensor, nn
 from privacy_finetuner.engine.contributions import (
     Contribution,
     Materialised,
-    clipped_sum,
+    accumulate_clipped_sum,
     gram,
     materialise,
 )
 from privacy_finetuner.engine.layers import attach_rule, refuse_unsupported
+from privacy_finetuner.engine.plan import GHOST, LayerPlan, WeightSpec, describe, plan_weights
 from privacy_finetuner.errors import EngineError, UnsupportedModuleError
 
 __all__ = ["GradClipper"]
 
 logger = logging.getLogger(__name__)
 
-_PATCHED_KINDS = frozenset({"linear", "conv1d", "embedding"})
+_PATCHED_KINDS = frozenset({"linear", "conv1d", "embedding", "norm"})
+_LOW = (torch.bfloat16, torch.float16)
+# fp32 / bf16 matmul time on a CPU (measured 3.5 with AMX): the cost of exact products there.
+CPU_EXACT_PENALTY = 3.0
+_CPU_BUDGET_MB = 256.0
+
+
+class _LazySums(dict[Tensor, Tensor]):
+    """Clipped-sum accumulators created on first use: no zero-filled buffers at step start, and a
+    parameter nobody touched (or a caller reading all of them) gets zeros only when asked."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def __missing__(self, param: Tensor) -> Tensor:
+        zeros = torch.zeros_like(param, dtype=self.dtype)
+        self[param] = zeros
+        return zeros
 
 
 class GradClipper:
@@ -44,23 +63,27 @@ class GradClipper:
         module: the model; every parameter with ``requires_grad`` is privatised, frozen ones cost
             nothing.
         max_grad_norm: C, the clip norm of one unit's whole gradient.
-        materialize_budget_mb: memory for materialised per-example weight gradients per
-            micro-batch. Materialising a (p × d) weight over T tokens costs O(T·p·d) once and
-            makes its clipped sum nearly free; the ghost norm costs O(T²(p+d)) *plus* an
-            O(T·p·d) clipped sum but only O(T·(p+d)) memory. So materialising is always cheaper
-            in compute and only memory limits it: weights are materialised in order of the
-            compute they save per byte, (p+d)/(p·d), until ``B · Σ numel · 4`` bytes exceed the
-            budget; the rest use the ghost norm.
+        materialize_budget_mb: memory for per-example weight gradients held during one
+            micro-batch (see :mod:`.plan`); None: a quarter of the free GPU memory on CUDA,
+            256 MiB elsewhere.
+
+    Attributes:
+        skipped: units skipped because their gradient norm was not finite (a device tensor,
+            so counting them costs no host sync; read :attr:`skipped_units`).
     """
 
     def __init__(
-        self, module: nn.Module, *, max_grad_norm: float, materialize_budget_mb: float = 256.0
+        self,
+        module: nn.Module,
+        *,
+        max_grad_norm: float,
+        materialize_budget_mb: float | None = None,
     ) -> None:
         refuse_unsupported(module)
         self.module = module
         self.max_grad_norm = max_grad_norm
         self.materialize_budget_mb = materialize_budget_mb
-        self._ghost: set[Tensor] = set()
+        self._plans: dict[tuple[object, ...], dict[Tensor, LayerPlan]] = {}
         self._active = False
         self._batch_size = 0
         self._contribs: dict[Tensor, list[Contribution]] = {}
@@ -78,10 +101,11 @@ class GradClipper:
                 self._patched.update(p for p in sub.parameters(recurse=False) if p.requires_grad)
         if not self.params:
             raise EngineError("the model has no trainable parameters to privatise")
-        self._ranked = self._rank_weights(module)
+        self._specs, self._names = self._weight_specs(module)
         wide = any(p.dtype == torch.float64 for p in self.params)
         self.acc_dtype = torch.float64 if wide else torch.float32
-        self.summed: dict[Tensor, Tensor] = {}
+        self.summed: dict[Tensor, Tensor] = _LazySums(self.acc_dtype)
+        self.skipped = torch.zeros((), dtype=torch.long, device=self.params[0].device)
         logger.debug("per-example rules: %s", self.kinds)
 
     # -- Collector protocol -------------------------------------------------------------------
@@ -107,52 +131,80 @@ class GradClipper:
                 f"{self._batch_size} examples; per-example rules need batch-first inputs"
             )
 
-    def prefers_ghost(self, weight: Tensor) -> bool:
-        """Whether ``weight`` stays factored (ghost norm) in this micro-batch's plan."""
-        return weight in self._ghost
+    def release(self, param: Tensor) -> None:
+        """``param``'s rule fell back to hooks: its autograd gradient is expected (discarded)."""
+        self._patched.discard(param)
 
-    def _rank_weights(self, module: nn.Module) -> list[tuple[Tensor, int]]:
-        """Linear/Conv1D weights by compute saved per byte if materialised, best first.
+    def plan_mode(self, weight: Tensor, tokens: int, dtype: torch.dtype) -> str:
+        """The plan's mode for ``weight`` at this micro-batch's shape, planned once per shape."""
+        penalty = CPU_EXACT_PENALTY if dtype in _LOW and weight.device.type == "cpu" else 1.0
+        budget = self._budget_bytes(weight.device)
+        key = (self._batch_size, tokens, penalty, budget)
+        plans = self._plans.get(key)
+        if plans is None:
+            plans = plan_weights(
+                self._specs,
+                batch=self._batch_size,
+                tokens=tokens,
+                budget_bytes=budget,
+                exact_penalty=penalty,
+            )
+            self._plans[key] = plans
+            logger.info(
+                "DP plan for %d examples x %d tokens (budget %.0f MiB): %s",
+                self._batch_size,
+                tokens,
+                budget / 2**20,
+                describe(plans, self._names),
+            )
+        plan = plans.get(weight)
+        return plan.mode if plan is not None else GHOST
 
-        Each entry is (weight, bytes per example); a tied weight counts once per use, because
-        materialising one use forces materialising the other (see :meth:`_merged`).
-        """
+    def _budget_bytes(self, device: torch.device) -> float:
+        if self.materialize_budget_mb is not None:
+            return self.materialize_budget_mb * 2**20
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return free / 4
+        return _CPU_BUDGET_MB * 2**20
+
+    @property
+    def plans(self) -> dict[tuple[object, ...], dict[Tensor, LayerPlan]]:
+        """Every plan made so far, by (batch, tokens, exact penalty, budget bytes)."""
+        return self._plans
+
+    @property
+    def skipped_units(self) -> int:
+        """Units skipped so far for a non-finite gradient norm (reads the device counter)."""
+        return int(self.skipped)
+
+    def _weight_specs(
+        self, module: nn.Module
+    ) -> tuple[list[WeightSpec[Tensor]], dict[Tensor, str]]:
+        """Linear/Conv1D weights with their (p × d) shapes and uses (a tied weight has two)."""
         uses: dict[Tensor, int] = {}
         for sub in module.modules():
             for p in sub.parameters(recurse=False):
                 if p.requires_grad:
                     uses[p] = uses.get(p, 0) + 1
-        ranked: list[tuple[float, Tensor, int]] = []
-        seen: set[Tensor] = set()
+        specs: list[WeightSpec[Tensor]] = []
+        names: dict[Tensor, str] = {}
         for name, sub in module.named_modules():
             weight = getattr(sub, "weight", None)
-            if self.kinds.get(name) not in ("linear", "conv1d") or weight in seen:
+            if self.kinds.get(name) not in ("linear", "conv1d") or weight in names:
                 continue
             if not isinstance(weight, Tensor) or not weight.requires_grad:
                 continue
-            seen.add(weight)
+            names[weight] = name
             rows, cols = weight.shape
-            score = (rows + cols) / (rows * cols)
-            ranked.append((score, weight, 4 * weight.numel() * uses[weight]))
-        ranked.sort(key=lambda item: -item[0])
-        return [(w, size) for _, w, size in ranked]
-
-    def _plan(self, batch_size: int) -> None:
-        budget = self.materialize_budget_mb * 2**20
-        used = 0.0
-        self._ghost = set()
-        for weight, size in self._ranked:
-            if used + batch_size * size <= budget:
-                used += batch_size * size
-            else:
-                self._ghost.add(weight)
+            specs.append(WeightSpec(weight, int(rows), int(cols), uses[weight]))
+        return specs, names
 
     # -- micro-batch lifecycle ----------------------------------------------------------------
     def begin(self, batch_size: int) -> None:
         """Start collecting for a micro-batch of ``batch_size`` examples."""
         self._contribs.clear()
         self._batch_size = batch_size
-        self._plan(batch_size)
         self._active = True
 
     def end(self) -> None:
@@ -161,7 +213,7 @@ class GradClipper:
 
     def reset(self) -> None:
         """Drop the accumulated clipped sums (start of a logical step)."""
-        self.summed = {p: torch.zeros_like(p, dtype=self.acc_dtype) for p in self.params}
+        self.summed = _LazySums(self.acc_dtype)
 
     def detach(self) -> None:
         """Remove every rule; the model behaves exactly as before :class:`GradClipper`."""
@@ -194,6 +246,10 @@ class GradClipper:
     def clip_and_accumulate(self, unit_index: Tensor | None, num_units: int) -> Tensor:
         """Clip the current micro-batch's units and add their clipped sum to :attr:`summed`.
 
+        A unit whose norm is not finite (an overflow or NaN in its forward) is skipped: clip
+        factor 0 and its inputs zeroed, counted in :attr:`skipped`, so the step never turns NaN.
+        Nothing here waits for the device.
+
         Args:
             unit_index: (B,) long, example → unit in ``0..num_units-1``; None means each
                 example is its own unit.
@@ -204,32 +260,39 @@ class GradClipper:
         """
         self._check_coverage()
         for p in self.params:
-            p.grad = None  # hook-based rules let autograd sum too; that sum is not private
+            if p not in self._patched:
+                p.grad = None  # hook-based rules let autograd sum too; that sum is not private
         merged = self._merged()
         full = unit_index is not None
         device = self.params[0].device
-        shape = (self._batch_size, self._batch_size) if full else (self._batch_size,)
-        sq = torch.zeros(shape, device=device, dtype=self.acc_dtype)
+        sq: Tensor | None = None
         for uses in merged.values():
             for i, a in enumerate(uses):
                 for j in range(i, len(uses)):
                     k = gram(a, uses[j], full=full).to(self.acc_dtype)
                     if i != j:  # ⟨Ga, Gb⟩ + ⟨Gb, Ga⟩ for the two uses of a tied tensor
                         k = k + k.T if full else 2 * k
-                    sq = sq + k
+                    sq = k if sq is None else sq + k
+        if sq is None:
+            shape = (self._batch_size, self._batch_size) if full else (self._batch_size,)
+            sq = torch.zeros(shape, device=device, dtype=self.acc_dtype)
         if unit_index is None:
             unit_sq = sq
-            per_example = None
         else:
-            onehot = torch.zeros(num_units, self._batch_size, device=device, dtype=self.acc_dtype)
-            onehot[unit_index, torch.arange(self._batch_size, device=device)] = 1.0
-            unit_sq = ((onehot @ sq) * onehot).sum(1)
-            per_example = unit_index
+            unit_index = unit_index.to(device)
+            same = unit_index[:, None] == unit_index[None, :]
+            unit_sq = torch.zeros(num_units, device=device, dtype=self.acc_dtype)
+            unit_sq.index_add_(0, unit_index, torch.where(same, sq, 0).sum(1))
         norms = unit_sq.clamp_min(0.0).sqrt()
-        factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-        coef = factor if per_example is None else factor[per_example]
+        finite = torch.isfinite(norms)
+        factor = torch.where(finite, (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0), 0.0)
+        self.skipped += (~finite).sum()
+        coef = factor if unit_index is None else factor[unit_index]
+        keep = finite if unit_index is None else finite[unit_index]
         for p, uses in merged.items():
             for use in uses:
-                self.summed[p] += clipped_sum(use, coef, p.shape).to(self.acc_dtype)
+                self.summed[p] = accumulate_clipped_sum(
+                    use, coef, self.summed.get(p), p.shape, acc_dtype=self.acc_dtype, keep=keep
+                )
         self._contribs.clear()
         return norms

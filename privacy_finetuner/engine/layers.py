@@ -27,9 +27,12 @@ from privacy_finetuner.engine.contributions import (
     Factored,
     Indexed,
     Materialised,
+    factored_sq_norms,
+    per_example_grads,
     promote,
 )
-from privacy_finetuner.errors import EngineError, UnsupportedModuleError
+from privacy_finetuner.engine.plan import MATERIALISE, NORM_ONLY
+from privacy_finetuner.errors import UnsupportedModuleError
 
 __all__ = ["Collector", "attach_rule", "refuse_unsupported"]
 
@@ -65,8 +68,11 @@ class Collector(Protocol):
     def check_batch(self, size: int, *, name: str) -> None:
         """Raise if a layer sees a leading dimension that is not the micro-batch."""
 
-    def prefers_ghost(self, weight: Tensor) -> bool:
-        """Whether to keep ``weight``'s per-example gradient factored (ghost) this micro-batch."""
+    def plan_mode(self, weight: Tensor, tokens: int, dtype: torch.dtype) -> str:
+        """The plan's rule for ``weight`` this micro-batch: "ghost", "materialise", "norm_only"."""
+
+    def release(self, param: Tensor) -> None:
+        """``param`` turned out to need the vmap fallback: autograd computes its gradient."""
 
 
 def refuse_unsupported(module: nn.Module) -> None:
@@ -88,9 +94,24 @@ def _trainable(module: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in module.named_parameters(recurse=False) if p.requires_grad}
 
 
+def _acc(t: Tensor) -> torch.dtype:
+    """fp32 accumulation for half inputs, the input dtype otherwise (fp64 stays fp64)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
 def _tokens(t: Tensor) -> Tensor:
     """(B, ..., d) → (B, T, d) with T the product of the middle dimensions."""
     return t.reshape(t.shape[0], -1, t.shape[-1])
+
+
+def _autocast_input(x: Tensor) -> Tensor:
+    """``x`` in the autocast dtype if autocast is on: what the matmul would cast it to anyway, so
+    saving the cast (not the wider original) keeps the engine's saved activations as small as
+    the non-private ones."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and x.is_floating_point():
+        return x.to(torch.get_autocast_dtype(device))
+    return x
 
 
 class _LinearFn(torch.autograd.Function):
@@ -99,6 +120,8 @@ class _LinearFn(torch.autograd.Function):
         ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, sink: Callable[..., None]
     ) -> Tensor:
         ctx.sink = sink
+        ctx.x_dtype = x.dtype
+        x = _autocast_input(x)
         ctx.save_for_backward(x, weight)
         return F.linear(x, weight, bias)
 
@@ -106,7 +129,7 @@ class _LinearFn(torch.autograd.Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, None, None, None]:
         x, weight = ctx.saved_tensors
         ctx.sink(x, g)
-        grad_x = (g @ weight.to(g.dtype)).to(x.dtype) if ctx.needs_input_grad[0] else None
+        grad_x = (g @ weight.to(g.dtype)).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         return grad_x, None, None, None
 
 
@@ -116,6 +139,8 @@ class _Conv1DFn(torch.autograd.Function):
         ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, sink: Callable[..., None]
     ) -> Tensor:
         ctx.sink = sink
+        ctx.x_dtype = x.dtype
+        x = _autocast_input(x)
         ctx.save_for_backward(x, weight)
         out = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight)
         return out.view(*x.shape[:-1], weight.shape[1])
@@ -124,8 +149,28 @@ class _Conv1DFn(torch.autograd.Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, None, None, None]:
         x, weight = ctx.saved_tensors
         ctx.sink(x, g)
-        grad_x = (g @ weight.to(g.dtype).T).to(x.dtype) if ctx.needs_input_grad[0] else None
+        grad_x = (g @ weight.to(g.dtype).T).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         return grad_x, None, None, None
+
+
+class _AffineFn(torch.autograd.Function):
+    """``x̂ ⊙ w + b`` whose backward gives only the input gradient (no throw-away ∂w, ∂b)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, xhat: Tensor, weight: Tensor, bias: Tensor | None, sink: Callable[..., None]
+    ) -> Tensor:
+        ctx.sink = sink
+        ctx.save_for_backward(xhat, weight)
+        out = xhat * weight
+        return out + bias if bias is not None else out
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, None, None, None]:
+        xhat, weight = ctx.saved_tensors
+        ctx.sink(xhat, g)
+        grad = (g * weight).to(xhat.dtype) if ctx.needs_input_grad[0] else None
+        return grad, None, None, None
 
 
 class _EmbeddingFn(torch.autograd.Function):
@@ -154,20 +199,20 @@ def _linear_sink(
         xt, gt = _tokens(x), _tokens(g)
         weight: Tensor = module.weight  # type: ignore[assignment]
         bias: Tensor | None = module.bias  # type: ignore[assignment]
-        if weight.requires_grad:
-            left, right = (xt, gt) if transposed else (gt, xt)
-            factored = Factored(left=left, right=right)
-            if col.prefers_ghost(weight):
-                col.add(weight, factored, name=name)
-            else:
-                with torch.autocast(x.device.type, enabled=False):  # fp32 per-example grads
-                    col.add(
-                        weight,
-                        Materialised(torch.einsum("btp,btd->bpd", promote(left), promote(right))),
-                        name=name,
-                    )
-        if bias is not None and bias.requires_grad:
-            col.add(bias, Materialised(promote(gt).sum(1)), name=name)
+        with torch.autocast(x.device.type, enabled=False):
+            if weight.requires_grad:
+                left, right = (xt, gt) if transposed else (gt, xt)
+                mode = col.plan_mode(weight, xt.shape[1], left.dtype)
+                contribution: Contribution
+                if mode == MATERIALISE:
+                    contribution = Materialised(per_example_grads(left, right))
+                elif mode == NORM_ONLY:
+                    contribution = Factored(left, right, sq=factored_sq_norms(left, right))
+                else:
+                    contribution = Factored(left=left, right=right)
+                col.add(weight, contribution, name=name)
+            if bias is not None and bias.requires_grad:
+                col.add(bias, Materialised(gt.sum(1, dtype=_acc(gt))), name=name)
 
     return sink
 
@@ -255,18 +300,15 @@ def _is_norm_like(module: nn.Module, params: dict[str, nn.Parameter]) -> bool:
 
 
 class _HookRule:
-    """Norm-like (direct per-example grads) or vmap fallback rule, driven by module hooks."""
+    """The vmap fallback: forward hook for the inputs, a tensor hook on the output's gradient.
 
-    def __init__(self, module: nn.Module, name: str, col: Collector, *, norm_like: bool) -> None:
+    Autograd also computes this module's summed parameter gradient, which the clipper discards.
+    """
+
+    def __init__(self, module: nn.Module, name: str, col: Collector) -> None:
         self.module, self.name, self.col = module, name, col
-        self.norm_like = norm_like
-        self.verified = not norm_like
         self.busy = False  # our own functional_call re-enters the forward hook
         self.handle = module.register_forward_hook(self._forward_hook)
-        if not norm_like:
-            self._warn_fallback()
-
-    def _warn_fallback(self) -> None:
         warnings.warn(
             f"no fast per-example gradient rule for module '{self.name}' "
             f"({type(self.module).__name__}); using torch.func vmap per-example gradients "
@@ -288,47 +330,12 @@ class _HookRule:
             )
         if not out.requires_grad:
             return
-        if not self.verified:
-            self._verify(args[0], out)
         inputs = tuple(a.detach() for a in args)
         out.register_hook(lambda g: self._on_grad(inputs, g))  # type: ignore[no-untyped-call]
-
-    def _normalised(self, x: Tensor) -> Tensor:
-        own = dict(self.module.named_parameters(recurse=False))
-        unit = {"weight": torch.ones_like(own["weight"])}
-        if "bias" in own:
-            unit["bias"] = torch.zeros_like(own["bias"])
-        with torch.no_grad():
-            out = functional_call(self.module, unit, (x,))
-        if not isinstance(out, Tensor):  # checked in the forward hook
-            raise EngineError(f"{type(self.module).__name__} did not return a tensor")
-        return out
-
-    def _verify(self, x: Tensor, out: Tensor) -> None:
-        """Check once, numerically, that the output is ``f(x) ⊙ weight + bias`` elementwise."""
-        self.verified = True
-        own = dict(self.module.named_parameters(recurse=False))
-        ok = out.shape[-1] == own["weight"].shape[0]
-        if ok:
-            probe = {k: torch.randn_like(v) for k, v in own.items()}
-            with torch.no_grad():
-                got = functional_call(self.module, probe, (x,))
-                want = self._normalised(x) * probe["weight"] + probe.get("bias", 0.0)
-            ok = got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5)
-        if not ok:
-            self.norm_like = False
-            self._warn_fallback()
 
     def _on_grad(self, inputs: tuple[Tensor, ...], g: Tensor) -> None:
         self.col.check_batch(g.shape[0], name=self.name)
         params = _trainable(self.module)
-        if self.norm_like:
-            gt = promote(_tokens(g))
-            xhat = promote(_tokens(self._normalised(inputs[0])))
-            for key, p in params.items():
-                per_ex = (gt * xhat).sum(1) if key == "weight" else gt.sum(1)
-                self.col.add(p, Materialised(per_ex), name=self.name)
-            return
         detached = {k: p.detach() for k, p in params.items()}
 
         def loss(ps: dict[str, Tensor], g_i: Tensor, *xs: Tensor) -> Tensor:
@@ -348,12 +355,116 @@ class _HookRule:
             self.col.add(p, Materialised(per_ex[key]), name=self.name)
 
 
+class _NormRule:
+    """``f(x) ⊙ w + b`` layers (LayerNorm, RMSNorm, look-alikes) re-routed through _AffineFn.
+
+    The forward computes x̂ = f(x) (the module with unit weight and zero bias, or F.layer_norm /
+    F.rms_norm for torch's own) and then x̂ ⊙ w + b in a function whose backward returns only the
+    input gradient, so autograd never computes a throw-away ∂w and a use of ``w`` outside the
+    module is visible (it gets an autograd gradient) and refused. Look-alikes are checked
+    numerically once; one that fails falls back to vmap with a warning.
+    """
+
+    def __init__(self, module: nn.Module, name: str, col: Collector) -> None:
+        self.module, self.name, self.col = module, name, col
+        self.known = isinstance(module, (nn.LayerNorm, nn.RMSNorm))
+        self.verified = self.known
+        self.busy = False
+        self.fallback: _HookRule | None = None
+        self.original = module.forward
+        self.restore = _patch(module, self._forward)
+        self.pre = module.register_forward_pre_hook(self._pre_hook)
+        self._units: dict[tuple[torch.dtype, torch.device], dict[str, Tensor]] = {}
+        self.sink = self._make_sink()
+
+    def remove(self) -> None:
+        self.pre.remove()
+        self.restore()
+        if self.fallback is not None:
+            self.fallback.remove()
+
+    def _live(self) -> bool:
+        return self.col.active and torch.is_grad_enabled() and not self.busy
+
+    def _pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if self.verified or not self._live():
+            return
+        self.verified = True
+        if not (len(args) == 1 and isinstance(args[0], Tensor) and self._behaves(args[0])):
+            for p in _trainable(module).values():
+                self.col.release(p)
+            self.fallback = _HookRule(module, self.name, self.col)  # fires for this call too
+
+    def _forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fallback is not None or not self._live() or kwargs or len(args) != 1:
+            return self.original(*args, **kwargs)
+        x = args[0]
+        own = _trainable(self.module)
+        out: Tensor = _AffineFn.apply(  # type: ignore[no-untyped-call]
+            self._normalised(x), self.module.weight, own.get("bias"), self.sink
+        )
+        frozen_bias = getattr(self.module, "bias", None)
+        if "bias" not in own and isinstance(frozen_bias, Tensor):
+            out = out + frozen_bias
+        return out
+
+    def _normalised(self, x: Tensor) -> Tensor:
+        """f(x), differentiable in x only."""
+        mod = self.module
+        if isinstance(mod, nn.LayerNorm):
+            return F.layer_norm(x, mod.normalized_shape, None, None, mod.eps)
+        if isinstance(mod, nn.RMSNorm):
+            return F.rms_norm(x, mod.normalized_shape, None, mod.eps)
+        weight: Tensor = mod.weight  # type: ignore[assignment]
+        key = (weight.dtype, weight.device)
+        if key not in self._units:
+            unit = {"weight": torch.ones_like(weight)}
+            if isinstance(getattr(mod, "bias", None), Tensor):
+                unit["bias"] = torch.zeros_like(weight)
+            self._units[key] = unit
+        self.busy = True
+        try:
+            out = functional_call(mod, self._units[key], (x,))
+        finally:
+            self.busy = False
+        if not isinstance(out, Tensor):
+            raise UnsupportedModuleError(f"{type(mod).__name__} did not return a tensor")
+        return out
+
+    def _behaves(self, x: Tensor) -> bool:
+        """Check once, numerically, that the output is ``f(x) ⊙ weight + bias`` elementwise."""
+        own = dict(self.module.named_parameters(recurse=False))
+        probe = {k: torch.randn_like(v) for k, v in own.items()}
+        self.busy = True
+        try:
+            with torch.no_grad():
+                got = functional_call(self.module, probe, (x,))
+        finally:
+            self.busy = False
+        if not isinstance(got, Tensor) or got.shape[-1:] != own["weight"].shape:
+            return False
+        with torch.no_grad():
+            want = self._normalised(x) * probe["weight"] + probe.get("bias", 0.0)
+        return got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+    def _make_sink(self) -> Callable[[Tensor, Tensor], None]:
+        def sink(xhat: Tensor, g: Tensor) -> None:
+            self.col.check_batch(g.shape[0], name=self.name)
+            with torch.autocast(g.device.type, enabled=False):
+                gt = promote(_tokens(g))
+                for key, p in _trainable(self.module).items():
+                    per_ex = (gt * promote(_tokens(xhat))).sum(1) if key == "weight" else gt.sum(1)
+                    self.col.add(p, Materialised(per_ex), name=self.name)
+
+        return sink
+
+
 def attach_rule(module: nn.Module, name: str, col: Collector) -> tuple[Callable[[], None], str]:
     """Attach the cheapest exact rule for ``module``'s own trainable parameters.
 
     Returns:
-        A callable that detaches the rule, and the rule's kind: "linear", "conv1d", "embedding"
-        (patched, the weight gets no autograd gradient), "norm" or "vmap" (hook based).
+        A callable that detaches the rule, and the rule's kind: "linear", "conv1d", "embedding",
+        "norm" (patched: the parameters get no autograd gradient) or "vmap" (hook based).
     """
     params = _trainable(module)
     if isinstance(module, nn.Linear):
@@ -367,6 +478,6 @@ def attach_rule(module: nn.Module, name: str, col: Collector) -> tuple[Callable[
         and not module.sparse
     ):
         return _patch_embedding(module, name, col), "embedding"
-    norm_like = _is_norm_like(module, params)
-    rule = _HookRule(module, name, col, norm_like=norm_like)
-    return rule.remove, "norm" if norm_like else "vmap"
+    if _is_norm_like(module, params):
+        return _NormRule(module, name, col).remove, "norm"
+    return _HookRule(module, name, col).remove, "vmap"
