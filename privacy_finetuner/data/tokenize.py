@@ -2,10 +2,11 @@
 
 The loss covers what the agent must learn to *produce*: assistant content and assistant tool
 calls (and the end-of-turn token that closes them). Everything else (system prompt, user turns,
-tool results, template boilerplate) gets label -100. We find those spans on the rendered text:
-for assistant message i, the template rendered for ``messages[:i]`` with a generation prompt is a
-prefix of the rendering of ``messages[:i+1]``, and the characters between the two are the target;
-tokens whose first character falls in a target span are labelled.
+tool results, template boilerplate) gets label -100. The template's ``{% generation %}`` mask
+is used where it has one; otherwise :func:`~privacy_finetuner.data.templates.target_spans` finds
+each assistant turn in the rendered text and only tokens wholly inside a turn are labelled.
+Traces are first fitted to the template (ids, argument form, tool schemas): see
+:mod:`privacy_finetuner.data.templates`.
 
 No packing: several traces are never concatenated into one sequence. DP-SGD clips each privacy
 unit's gradient separately; a packed sequence mixes units in one forward pass (attention crosses
@@ -15,12 +16,19 @@ Each trace is one sequence, truncated to ``max_length`` tokens and padded only i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from privacy_finetuner.data.records import ToolCall, Trace
+from privacy_finetuner.data.templates import (
+    TemplateProfile,
+    render_messages,
+    target_spans,
+    template_messages,
+    template_profile,
+)
+from privacy_finetuner.data.toolcalls import parse_tool_calls
 from privacy_finetuner.errors import DataError
 
 __all__ = [
@@ -75,59 +83,11 @@ class EncodingStats:
         }
 
 
-def render_messages(
-    tokenizer: Any,
-    messages: Sequence[dict[str, Any]],
-    *,
-    add_generation_prompt: bool = False,
-    tools: Sequence[dict[str, Any]] | None = None,
-) -> str:
-    """The chat template applied to ``messages``, as text."""
-    try:
-        text = tokenizer.apply_chat_template(
-            list(messages),
-            tools=list(tools) if tools else None,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-        )
-    except Exception as exc:  # jinja2 TemplateError, ValueError for no template
-        raise DataError(f"the tokenizer's chat template failed on a trace: {exc}") from None
-    return str(text)
-
-
-def _target_spans(
-    tokenizer: Any, trace: Trace, tools: Sequence[dict[str, Any]] | None
-) -> tuple[str, list[tuple[int, int]]]:
-    msgs = [m.to_template() for m in trace.messages]
-    full = render_messages(tokenizer, msgs, tools=tools)
-    spans: list[tuple[int, int]] = []
-    for i, message in enumerate(trace.messages):
-        if message.role != "assistant":
-            continue
-        prefix = render_messages(tokenizer, msgs[:i], add_generation_prompt=True, tools=tools)
-        upto = render_messages(tokenizer, msgs[: i + 1], tools=tools)
-        if not (upto.startswith(prefix) and full.startswith(upto)):
-            raise DataError(
-                "the tokenizer's chat template is not prefix-consistent, so the assistant "
-                "turns cannot be located for the loss mask"
-            )
-        spans.append((len(prefix), len(upto)))
-    return full, spans
-
-
-def encode_trace(
-    trace: Trace,
-    tokenizer: Any,
-    *,
-    max_length: int,
-    include_tools: bool = False,
-) -> tuple[EncodedExample, bool]:
-    """Tokenise one trace; returns the example and whether it was truncated."""
-    tools = list(trace.tools) if include_tools else None
-    text, spans = _target_spans(tokenizer, trace, tools)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = list(enc["input_ids"])
-    offsets: list[tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
+def _labels_from_spans(
+    ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]
+) -> list[int]:
+    """Label a token only if it lies wholly inside a target span (a token straddling the
+    boundary, e.g. a merged header and content, would teach the model part of the prompt)."""
     labels = [IGNORE_INDEX] * len(ids)
     span_index = 0
     for t, (start, end) in enumerate(offsets):
@@ -136,14 +96,75 @@ def encode_trace(
         if span_index == len(spans):
             break
         lo, hi = spans[span_index]
-        if lo <= start < hi and end > start:
+        if lo <= start and end <= hi and end > start:
             labels[t] = ids[t]
+    return labels
+
+
+def _tools_of(trace: Trace, include_tools: bool) -> list[dict[str, Any]] | None:
+    return list(trace.tools) if include_tools and trace.tools else None
+
+
+def encode_trace(
+    trace: Trace,
+    tokenizer: Any,
+    *,
+    max_length: int,
+    include_tools: bool = True,
+    tool_call_format: str = "auto",
+) -> tuple[EncodedExample, bool]:
+    """Tokenise one trace; returns the example and whether it was truncated.
+
+    The trace's tool schemas go to the template (``tools=``) whenever it carries them
+    (``include_tools=False`` leaves them out), so the model learns to choose among the tools it
+    is shown, as it will be at inference.
+    """
+    profile = template_profile(tokenizer, tool_call_format)
+    tools = _tools_of(trace, include_tools)
+    messages = template_messages(trace, profile)
+    if profile.generation_blocks:
+        ids, labels = _generation_mask(tokenizer, messages, tools, profile)
+    else:
+        text, spans = target_spans(tokenizer, trace, profile, messages, tools)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        offsets: list[tuple[int, int]] = [(int(o[0]), int(o[1])) for o in enc["offset_mapping"]]
+        labels = _labels_from_spans(ids, offsets, spans)
     truncated = len(ids) > max_length
     return EncodedExample(ids[:max_length], labels[:max_length], trace.user_id), truncated
 
 
+def _generation_mask(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    profile: TemplateProfile,
+) -> tuple[list[int], list[int]]:
+    """The template's own ``{% generation %}`` mask (``return_assistant_tokens_mask``)."""
+    try:
+        enc = tokenizer.apply_chat_template(
+            messages,
+            tools=tools,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
+    except Exception as exc:  # jinja2 errors, a slow tokenizer without char_to_token
+        raise DataError(
+            f"the chat template of {profile.model} failed with its {{% generation %}} mask: {exc}"
+        ) from None
+    ids = [int(x) for x in enc["input_ids"]]
+    mask = [int(x) for x in enc["assistant_masks"]]
+    return ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
+
+
 def encode_traces(
-    traces: Sequence[Trace], tokenizer: Any, *, max_length: int, include_tools: bool = False
+    traces: Sequence[Trace],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    include_tools: bool = True,
+    tool_call_format: str = "auto",
 ) -> tuple[list[EncodedExample], EncodingStats]:
     """Tokenise many traces; examples left without a target token (truncation) are dropped and
     counted in the returned stats."""
@@ -151,7 +172,11 @@ def encode_traces(
     examples: list[EncodedExample] = []
     for trace in traces:
         example, truncated = encode_trace(
-            trace, tokenizer, max_length=max_length, include_tools=include_tools
+            trace,
+            tokenizer,
+            max_length=max_length,
+            include_tools=include_tools,
+            tool_call_format=tool_call_format,
         )
         stats.truncated += int(truncated)
         if example.num_targets == 0:
@@ -167,54 +192,40 @@ def encode_traces(
 
 @dataclass(frozen=True)
 class ToolCallPrompt:
-    """A held-out prompt (the conversation up to a tool call) and the call expected."""
+    """A held-out prompt (the conversation up to a tool call), the calls expected, the tool
+    schemas the trace carries (to type parsed values) and the template's tool-call format."""
 
     prompt: str
     expected: tuple[ToolCall, ...]
+    tools: tuple[dict[str, Any], ...] = ()
+    format: str = "auto"
 
 
 def tool_call_prompts(
-    traces: Sequence[Trace], tokenizer: Any, *, include_tools: bool = False, first_only: bool = True
+    traces: Sequence[Trace],
+    tokenizer: Any,
+    *,
+    include_tools: bool = True,
+    first_only: bool = True,
+    tool_call_format: str = "auto",
 ) -> list[ToolCallPrompt]:
-    """For each trace, the rendered prompt before each assistant turn that makes tool calls."""
+    """For each trace, the rendered prompt before each assistant turn that makes tool calls,
+    rendered exactly as in training (same ids, argument form and ``tools=``)."""
+    profile = template_profile(tokenizer, tool_call_format)
     prompts: list[ToolCallPrompt] = []
     for trace in traces:
-        msgs = [m.to_template() for m in trace.messages]
-        tools = list(trace.tools) if include_tools else None
+        msgs = template_messages(trace, profile)
+        tools = _tools_of(trace, include_tools)
         for i, message in enumerate(trace.messages):
             if message.role == "assistant" and message.tool_calls:
                 prompt = render_messages(
                     tokenizer, msgs[:i], add_generation_prompt=True, tools=tools
                 )
-                prompts.append(ToolCallPrompt(prompt, message.tool_calls))
+                prompts.append(
+                    ToolCallPrompt(
+                        prompt, message.tool_calls, trace.tools, profile.tool_call_format
+                    )
+                )
                 if first_only:
                     break
     return prompts
-
-
-_DECODER = json.JSONDecoder()
-
-
-def parse_tool_calls(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """Tool calls in generated text: every JSON object with a ``name`` and ``arguments``
-    (or ``parameters``), wherever the template put it (``<tool_call>`` tags, code fences, …)."""
-    calls: list[tuple[str, dict[str, Any]]] = []
-    pos = text.find("{")
-    while pos != -1:
-        try:
-            obj, end = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            pos = text.find("{", pos + 1)
-            continue
-        args = obj.get("arguments", obj.get("parameters", {})) if isinstance(obj, dict) else None
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError:
-                args = None
-        if isinstance(obj, dict) and isinstance(obj.get("name"), str) and isinstance(args, dict):
-            calls.append((obj["name"], args))
-            pos = text.find("{", end)
-        else:
-            pos = text.find("{", pos + 1)
-    return calls

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from privacy_finetuner.data.tokenize import EncodedExample, ToolCallPrompt, parse_tool_calls
+from privacy_finetuner.data.tokenize import EncodedExample, ToolCallPrompt
+from privacy_finetuner.data.toolcalls import parse_tool_calls, same_calls
 
 __all__ = [
     "EvalResult",
@@ -130,13 +131,6 @@ def generate_text(
     return outputs
 
 
-def _normalise(args: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-        for k, v in args.items()
-    }
-
-
 def tool_call_scores(
     model: Any,
     tokenizer: Any,
@@ -145,8 +139,9 @@ def tool_call_scores(
     max_new_tokens: int = 96,
 ) -> dict[str, float] | None:
     """``exact_match``: fraction of prompts whose generated tool calls equal the expected ones
-    (same function names in order, same parsed JSON arguments, numbers compared as numbers);
-    ``name_match``: fraction where only the function names agree."""
+    (same function names in order, same arguments after coercion with the tool's JSON schema,
+    so XML's ``"3"`` for an integer parameter equals 3), parsed in the template's own tool-call
+    format (``prompt.format``); ``name_match``: fraction where only the function names agree."""
     if not prompts:
         return None
     texts = generate_text(
@@ -154,9 +149,9 @@ def tool_call_scores(
     )
     exact = names = 0
     for prompt, text in zip(prompts, texts, strict=True):
-        got = [(name, _normalise(args)) for name, args in parse_tool_calls(text)]
-        want = [(c.name, _normalise(c.arguments)) for c in prompt.expected]
-        exact += int(got == want)
+        got = parse_tool_calls(text, prompt.format)
+        want = [(c.name, c.arguments) for c in prompt.expected]
+        exact += int(same_calls(got, want, prompt.tools))
         names += int([g[0] for g in got] == [w[0] for w in want])
     return {"exact_match": exact / len(prompts), "name_match": names / len(prompts)}
 
