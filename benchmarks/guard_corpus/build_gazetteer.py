@@ -1,81 +1,126 @@
 """Build the guard's static name gazetteers from Faker's person providers (run once, offline).
 
-The guard itself never imports Faker: this script writes two plain-text files into
-``privacy_finetuner/guard/data/`` that ship with the package. One name in five (chosen by a
-SHA-256 bucket of the name, see :func:`is_held_out`) is deliberately left out, so that the
-benchmark can report recall on names the gazetteer has never seen instead of flattering itself
-with names it was built from.
+The guard itself never imports Faker: this script writes plain-text files into
+``privacy_finetuner/guard/data/`` that ship with the package:
+
+* ``first_names.txt`` / ``surnames.txt``: every first / last name of every Faker locale (86 in
+  Faker 40, romanised Japanese included), casefolded, split at spaces and hyphens;
+* ``common_names.txt``: the names that are also ordinary words (``rose``, ``hope``, ``mark``,
+  ``bill``, ``will``), read from the lower-case entries of the system word lists (Debian's
+  ``wamerican``/``wbritish`` for English, ``wngerman``/``wfrench``/``wspanish``/``witalian``);
+  such a name counts only with context (a cue, a title, a surname beside it);
+* the same word lists give ``lower_blocklist.txt``: names that are common words in *any* of those
+  languages, which the lower-case path (``approved by jonas``) never takes alone.
+
+Recall is measured on names that were not drawn from these lists: presidio-research's data set
+(FakeNameGenerator.com names) in ``benchmarks/guard_eval/``.
 
 Usage::
 
+    apt-get install wamerican wbritish wngerman wfrench wspanish witalian
     .venv/bin/python benchmarks/guard_corpus/build_gazetteer.py
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
+import pkgutil
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
+import faker.providers.person as person
 
-def _words(text: str, sep: str | None = None) -> list[str]:
+DICT = Path("/usr/share/dict")
+ENGLISH = ("american-english", "british-english")
+OTHER = ("ngerman", "french", "spanish", "italian")
+
+def _split(text: str) -> list[str]:
     """Split a word list written as one string (keeps long lists compact)."""
-    return [word.strip() for word in text.split(sep) if word.strip()]
+    return text.split()
 
 
-LOCALES = (
-    "en_US", "en_GB", "en_IN", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pt_BR", "pl_PL",
-    "sv_SE",
-)  # fmt: skip
-
-#: Names that are also common English / tech words: kept out to protect precision.
-COMMON_WORDS = frozenset(_words("""
-        will may june april august mark grant bill rich summer page long young hill bell king rose
-        joy hope faith grace art dean major white brown green black gray grey little love lane
-        street park wood woods field rice price cash bond chance christian sunday monday friday
-        march winter spring case ward west east north south guy sky star van von de la le del da di
-        du des der den the and ali max amber crystal dawn ruby pearl ivy iris jade angel china paris
-        virginia georgia carolina dakota austin dallas houston jordan lincoln kent best fox wolf
-        stone lake river moss reed ray frank miles jack hunter ford cook baker porter carter mason
-        glass day night dell gates jobs key keys power powers rivers banks sharp short small strong
-        swift cross holmes hall house english french german
-        """))
+#: Ordinary words missing from the word lists' lower-case entries (months, days, web words).
+EXTRA_COMMON = frozenset(_split("""
+    may june april august march sunday monday friday will bill mark rose hope grace joy faith
+    summer winter autumn dawn ruby pearl ivy iris jade amber crystal angel china paris georgia
+    virginia dakota austin dallas houston jordan lincoln kent best star sky day key page price
+    admin user guest root test demo info support sales team system server client master main
+    bot assistant agent princess prince royal queen king lord lady sir madam
+    """))
 
 
-def is_held_out(name: str) -> bool:
-    """True for the fifth of names that the shipped gazetteer does not contain."""
-    return hashlib.sha256(name.casefold().encode()).digest()[0] % 5 == 0
+def _fold(word: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
 
 
-def _names(attr: str) -> Iterable[str]:
-    for loc in LOCALES:
+def _places() -> set[str]:
+    """Country names (English, from Faker's address provider): "France" is a place, not a name."""
+    from faker.providers.address.en_US import Provider as Address
+
+    return {w.casefold().strip(",()") for c in Address.countries for w in c.split()}
+
+
+def _locales() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(person.__path__))
+
+
+def _names(kind: str) -> Iterable[str]:
+    for loc in _locales():
         provider = importlib.import_module(f"faker.providers.person.{loc}").Provider
-        yield from getattr(provider, attr, ())
-        for extra in ("first_names_female", "first_names_male", "last_names_female"):
-            if attr == "first_names" or (attr == "last_names" and extra.startswith("last")):
-                yield from getattr(provider, extra, ())
+        for attr in dir(provider):
+            if not attr.endswith("names") and not attr.endswith("names_romanized"):
+                continue
+            if (kind == "first" and attr.startswith("first")) or (
+                kind == "last" and attr.startswith("last")
+            ):
+                values = getattr(provider, attr)
+                if isinstance(values, dict | list | tuple):  # OrderedDict of weights, or a list
+                    yield from values
 
 
-def build(attr: str) -> list[str]:
-    """Casefolded, sorted, de-duplicated names minus held-out names and common words."""
+def _words(files: Iterable[str]) -> set[str]:
     out: set[str] = set()
-    for raw in _names(attr):
+    for name in files:
+        path = DICT / name
+        if not path.is_file():
+            raise SystemExit(f"word list {path} missing: apt-get install the packages above")
+        for line in path.read_text(encoding="utf-8", errors="ignore").splitlines():
+            word = line.strip().removesuffix("'s")
+            if word and word.islower():
+                out.add(word.casefold())
+    return out
+
+
+def build(kind: str) -> list[str]:
+    """Casefolded, sorted, de-duplicated name parts of one kind."""
+    out: set[str] = set()
+    for raw in _names(kind):
         for part in str(raw).replace("-", " ").split():
             name = part.casefold().strip(".")
-            if len(name) < 2 or name in COMMON_WORDS or is_held_out(name):
-                continue
-            out.add(name)
+            if len(name) >= 2 and name.replace("'", "").replace("’", "").isalpha():
+                out.add(name)
     return sorted(out)
 
 
 def main() -> None:
     data = Path(__file__).resolve().parents[2] / "privacy_finetuner" / "guard" / "data"
     header = "# generated by benchmarks/guard_corpus/build_gazetteer.py from Faker (MIT)\n"
-    for attr, filename in (("first_names", "first_names.txt"), ("last_names", "surnames.txt")):
-        names = build(attr)
-        (data / filename).write_text(header + "\n".join(names) + "\n", encoding="utf-8")
-        print(f"{filename}: {len(names)} names")
+    first, last = build("first"), build("last")
+    english, other = _words(ENGLISH), _words(OTHER)
+    names = set(first) | set(last)
+    names |= {_fold(n) for n in names}  # the guard also looks names up without accents
+    places = _places()
+    common = sorted(n for n in names if n in english or n in EXTRA_COMMON or n in places)
+    blocked = sorted(n for n in names if n in other and n not in english)
+    for filename, rows in (
+        ("first_names.txt", first),
+        ("surnames.txt", last),
+        ("common_names.txt", common),
+        ("lower_blocklist.txt", blocked),
+    ):
+        (data / filename).write_text(header + "\n".join(rows) + "\n", encoding="utf-8")
+        print(f"{filename}: {len(rows)} names")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ secrets and UK NINOs are generated here. Every record also carries *hard negativ
 PII and must not be flagged: Luhn-failing card-like numbers, order / invoice / tracking numbers,
 UUIDs, hashes, non-birth dates, versions, prices and timestamps.
 
-``held_out`` marks PERSON spans with a name the shipped gazetteer deliberately leaves out
-(see ``build_gazetteer.is_held_out``), so recall on unseen names is reported separately.
+``held_out`` marks PERSON spans with a name part the shipped gazetteer lacks. The gazetteer is
+built from every Faker locale, so this generator's names are nearly all known to it: recall on
+names that the gazetteer never saw is measured on presidio-research's data set instead
+(``benchmarks/guard_eval/``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from typing import Any
 from faker import Faker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_gazetteer import is_held_out
 
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL")
 KINDS = ("chat", "tool_call", "log", "email", "clinical")
@@ -48,6 +49,13 @@ _DOB_CUES = {
     "nl_NL": ("geboortedatum: ", "geboren op "),
 }
 _DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%B %d, %Y", "%d %B %Y")
+
+
+def _known(part: str) -> bool:
+    from privacy_finetuner.guard._names import first_names, surnames
+
+    word = part.casefold().strip(".")
+    return word in first_names() or word in surnames()
 
 
 class _Builder:
@@ -85,7 +93,7 @@ class CorpusGenerator:
     # -- values -------------------------------------------------------------------------------
     def name(self, fake: Faker) -> tuple[str, bool]:
         first, last = fake.first_name(), fake.last_name()
-        held = is_held_out(first) or any(is_held_out(p) for p in last.replace("-", " ").split())
+        held = any(not _known(p) for p in f"{first} {last}".replace("-", " ").split())
         return f"{first} {last}", held
 
     def card(self, fake: Faker) -> str:

@@ -9,6 +9,7 @@ English, German, Dutch, French, Spanish, Italian and Portuguese.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
@@ -66,7 +67,7 @@ _CAP_FIRST = (
     rf"(?:['’\-][{_UP}{_LO}][{_LO}]+)?"
 )
 _SEQ_RE = re.compile(
-    rf"{_CAP_FIRST}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{CAP}){{0,3}}(?:[ \t]+(?:II|III|IV|Jr\.?)\b)?"
+    rf"{_CAP_FIRST}(?:[ \t]+(?:{_PARTICLE}[ \t]+|[{_UP}]\.?[ \t]+)?{CAP}){{0,3}}(?:[ \t]+(?:II|III|IV|Jr\.?)\b)?"
 )
 _UPPER_SEQ_RE = re.compile(
     rf"[{_UP}](?<![\w][{_UP}])[{_UP}]+(?:[ \t]+[{_UP}](?:['’]?[{_UP}])+){{1,3}}(?![\w])"
@@ -107,14 +108,27 @@ _PLACE = frozenset(_words("""
 
 @lru_cache(maxsize=1)
 def first_names() -> frozenset[str]:
-    """Casefolded first names of the shipped gazetteer."""
-    return _load("first_names.txt")
+    """Casefolded first names of the shipped gazetteer (every Faker locale), accents also folded."""
+    return _folded(_load("first_names.txt"))
 
 
 @lru_cache(maxsize=1)
 def surnames() -> frozenset[str]:
-    """Casefolded surnames of the shipped gazetteer."""
-    return _load("surnames.txt")
+    """Casefolded surnames of the shipped gazetteer, accents also folded."""
+    return _folded(_load("surnames.txt"))
+
+
+@lru_cache(maxsize=1)
+def common_names() -> frozenset[str]:
+    """Names that are also ordinary English words ("rose", "mark"): alone they need context."""
+    return _load("common_names.txt") | _MONTHS | _STOP | _PARTICLE_WORDS
+
+
+@lru_cache(maxsize=1)
+def _lower_names() -> frozenset[str]:
+    """Names that the lower-case path may take: not a common word in any shipped language."""
+    blocked = _load("lower_blocklist.txt") | common_names()
+    return frozenset(n for n in first_names() | surnames() if len(n) >= 3 and n not in blocked)
 
 
 def _load(filename: str) -> frozenset[str]:
@@ -127,6 +141,20 @@ def _load(filename: str) -> frozenset[str]:
     return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
 
 
+def _fold(word: str) -> str:
+    """``word`` without accents ("matěj" -> "matej"): people drop them in chat and logs."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+
+
+def _folded(names: frozenset[str]) -> frozenset[str]:
+    return names | frozenset(_fold(name) for name in names)
+
+
+_PARTICLE_WORDS = frozenset(
+    _words("van der den de la los von und zu del della da di du dos das le ten ter bin al en y")
+)
+
+
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     """Drop trailing stop words from a name span ("John Smith Street" stays for the address)."""
     words = text[start:end].split()
@@ -135,20 +163,45 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, start + len(" ".join(words)) if words else end
 
 
+def _is_initial(word: str) -> bool:
+    return len(word.rstrip(".")) == 1
+
+
 def _gazetteer_score(words: list[str]) -> float:
-    first, last = first_names(), surnames()
-    head, tail = words[0].casefold(), words[-1].casefold()
+    """How name-like a capitalised sequence is from the gazetteers alone (0 = not at all).
+
+    A name that is also a common word ("Rose", "Mark", "Bill") scores below the threshold alone
+    and needs a cue, a title or a surname beside it.
+    """
+    first, last, common = first_names(), surnames(), common_names()
+    words = [w.casefold().rstrip(".,") for w in words if not _is_initial(w)] or [""]
+    head, tail = words[0], words[-1]
+    head_first, tail_last = head in first, tail in last
+    head_plain, tail_plain = head not in common, tail not in common
     if len(words) == 1:
-        return 0.45 if head in first else 0.0
-    if head in first and (tail in last or tail in first):
-        return 0.85
-    if head in first:
-        return 0.65
-    if tail in last:
-        return 0.45
-    if any(word.casefold() in last for word in words[1:-1]):
+        if head in _MONTHS or len(head) < 3:
+            return 0.0
+        if head_first:
+            return 0.6 if head_plain else 0.4
+        return 0.5 if tail_last and tail_plain else 0.0
+    if head_first and (tail_last or tail in first):
+        return 0.85 if head_plain or tail_plain else 0.45
+    if head_first and head_plain:
+        return 0.7
+    if tail_last and tail_plain and head not in _LEADING:
+        return 0.6
+    if any(word in last for word in words[1:-1]):
         return 0.55
+    if len(words) == 2 and head not in common and _SURNAME_SHAPE.search(tail):
+        return 0.6
     return 0.0
+
+
+#: Surname endings of many languages (Szczepańska, Novák­ová, Ivanov, Larsson, Petrović, Pérez).
+_SURNAME_SHAPE = re.compile(
+    r"..(?:ski|ska|cki|cka|wicz|ová|ov|ova|ev|eva|enko|sson|ssen|sen|poulos|ović|ovic|vić|ić|"
+    r"mann|escu|ez|yan|shvili|oglu|oğlu)$"
+)
 
 
 def _context(text: str, start: int) -> float:
@@ -200,8 +253,6 @@ def name_findings(text: str) -> Iterator[Finding]:
             if score:
                 yield Finding(start, end, "PERSON", min(0.95, score), "name.context")
         elif gaz:
-            if len(words) == 1 and _sentence_start(text, start):
-                gaz = 0.35
             yield Finding(start, end, "PERSON", gaz, "name.gazetteer")
     if _HAS_UPPER_PAIR.search(text):
         for match in _UPPER_SEQ_RE.finditer(text):
@@ -216,14 +267,68 @@ def name_findings(text: str) -> Iterator[Finding]:
                 continue
             if key in last or (family.isupper() and given.strip().casefold() in first):
                 yield Finding(match.start(), match.end(), "PERSON", 0.8, "name.gazetteer")
+    yield from _lower_case_names(text)
+
+
+_LOWER_WORD = re.compile(rf"[{_LO}]{{3,}}")
+#: Characters that make a word part of an identifier, a path, an address or markup, not prose.
+_GLUE = frozenset("_./@\\-:=#%&+~*`<>[]{}0123456789")
+
+
+def _lower_case_names(text: str) -> Iterator[Finding]:
+    """Names typed in lower case ("approved by jonas", "ana lópez") in chat and logs.
+
+    Only names that are no ordinary word in the shipped languages are taken: a first name and a
+    surname side by side, or one name after a cue ("by", "hi", "my name is").
+    """
+    eligible = _lower_names()
+    candidates = set(_LOWER_WORD.findall(text))
+    hits = candidates & eligible
+    hits.update(w for w in candidates - hits if not w.isascii() and _fold(w) in eligible)
+    if not hits:
+        return
+    size = len(text)
+    words = [
+        m
+        for m in _LOWER_WORD.finditer(text)
+        if (m.start() == 0 or not text[m.start() - 1].isalnum())
+        and (m.end() == size or not text[m.end()].isalnum())
+        and (m.start() == 0 or text[m.start() - 1] not in _GLUE)
+        and (m.end() == size or text[m.end()] not in _GLUE or text[m.end() : m.end() + 2] in _END)
+    ]
+    index = 0
+    while index < len(words):
+        word = words[index]
+        nxt = words[index + 1] if index + 1 < len(words) else None
+        if nxt is not None and _lower_pair(text, word, nxt, hits):
+            yield Finding(word.start(), nxt.end(), "PERSON", 0.8, "name.lowercase")
+            index += 2
+            continue
+        index += 1
+        if word.group() not in hits:
+            continue
+        before, after = text[word.start() - 1 : word.start()], text[word.end() : word.end() + 1]
+        quoted = before != "" and before in "\"'" and before == after  # a JSON value on its own
+        if quoted or _context(text, word.start()):
+            yield Finding(word.start(), word.end(), "PERSON", 0.7, "name.lowercase")
+
+
+def _lower_pair(text: str, word: re.Match[str], nxt: re.Match[str], hits: set[str]) -> bool:
+    """A lower-case first name and surname side by side, at least one of them no common word."""
+    if text[word.end() : nxt.start()] != " ":
+        return False
+    head, tail = word.group(), nxt.group()
+    if head in _STOP or tail in _STOP or (head not in hits and tail not in hits):
+        return False
+    first, last = first_names(), surnames()
+    return (head in first or _fold(head) in first) and (tail in last or _fold(tail) in last)
+
+
+#: Sentence punctuation right after a word ("by jonas." "by jonas.\n") keeps it prose.
+_END = frozenset({". ", ".", ".\n", ":", ": ", "- "})
 
 
 _HAS_UPPER_PAIR = re.compile(rf"[{_UP}]{{2}}")
-
-
-def _sentence_start(text: str, index: int) -> bool:
-    before = text[max(0, index - 3) : index].rstrip(" \t\"'(")
-    return not before or before[-1] in ".!?:\n>"
 
 
 _EN_SUFFIX = (
@@ -290,6 +395,70 @@ _ROMANCE_NUMBERED_RE = re.compile(
 )
 
 
+#: Street words of further languages (Koskikatu, Parijsstraat, Storgatan, Nørregade, ul. X).
+_STREET_ENDING = (
+    r"(?:katu|tie|kuja|polku|gata|gatan|vej|gade|väg|vägen|veien|vei|gasse|utca|ulica|straat|"
+    r"laan|stræde|strasse|straße|weg|platz|allee|ring|stra[sß]e|gränd|torget|plass|tér|út)"
+)
+#: ``6750 Koskikatu 25``, ``3037 ul. Północna 73``, ``23680 Parijsstraat 8``: a number, one to
+#: four words with a capitalised (or street-typed) last word, and a house number.
+_GENERIC_RE = re.compile(
+    rf"\d(?<![\w.,:/\-]\d)\d{{0,5}}[ \t]+(?:(?:ul\.|al\.|os\.|pl\.)[ \t]+)?"
+    rf"(?:[\w'’.\-]+[ \t]+){{0,3}}(?:{CAP}|[{_LO}]+{_STREET_ENDING})[ \t]+\d{{1,5}}[A-Za-z]?"
+    rf"(?:[/\-]\d{{1,4}})?(?![\w.,:/\-]\w|\w)"
+)
+_GENERIC_NEGATIVE = re.compile(
+    r"(?i)\b(?:order|invoice|ticket|ref|version|v|release|build|step|item|items|page|chapter|"
+    r"room|table|figure|fig|line|row|case|job|run|batch|lot|port|pid|id|no|nr|top|than|of|to|"
+    r"and|or|x|times|ms|sec|kb|mb|gb|usd|eur|gbp|pcs|units?)[ \t]*\Z"
+)
+_NUMBER_BEFORE = re.compile(r"(?<![\w.,:/\-])\d{1,6}[ \t]+\Z")
+_UNIT_TAIL = re.compile(
+    r"[ \t]*,?[ \t]*(?:Apt|Apartment|Suite|Ste|Unit|Flat|Box|Postbox)\.?[ \t]*#?\d[\w\-]*"
+)
+
+
+#: ``Apt. 425``, ``Suite 292``, ``P.O. Box 186``, ``Unit 4719 Box 7394``: address lines alone.
+_UNIT_LINE = re.compile(
+    r"(?<![\w.])(?:(?:Apt|Apartment|Suite|Ste|Unit|Flat)\.?[ \t]*#?\d{1,5}[A-Za-z]?"
+    r"(?:[ \t]+Box[ \t]+\d{1,6})?|(?:P\.?[ \t]?O\.?[ \t]*)?(?:Box|Postbox|Post Box)[ \t]+\d{1,6})"
+    r"(?![\w\-])"
+)
+
+
+def _generic_addresses(text: str) -> Iterator[Finding]:
+    for match in _UNIT_LINE.finditer(text):
+        yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.6, "address.unit")
+    for match in _GENERIC_RE.finditer(text):
+        words = text[match.start() : match.end()].split()[1:-1]
+        if not words or any(w.casefold() in _STOP - {"street", "road", "avenue"} for w in words):
+            continue
+        if sum(ch.isalpha() for ch in "".join(words)) < 4:
+            continue
+        if _GENERIC_NEGATIVE.search(text, max(0, match.start() - 12), match.start()):
+            continue
+        end = match.end()
+        unit = _UNIT_TAIL.match(text, end)
+        yield Finding(
+            match.start(), unit.end() if unit else end, "STREET_ADDRESS", 0.6, "address.generic"
+        )
+
+
+def _widen(text: str, found: Finding) -> Finding:
+    """Take a building number written before the street (``8116 56 rue La Boétie``) and a unit
+    after it (``Apt. 864``) into the address."""
+    start, end = found.start, found.end
+    before = _NUMBER_BEFORE.search(text, max(0, start - 8), start)
+    if before is not None:
+        start = before.start()
+    unit = _UNIT_TAIL.match(text, end)
+    if unit is not None:
+        end = unit.end()
+    if (start, end) == (found.start, found.end):
+        return found
+    return Finding(start, end, found.type, found.score, found.detector)
+
+
 def address_findings(text: str) -> Iterator[Finding]:
     """STREET_ADDRESS findings: house number + street for the supported languages."""
     yield from numbered_address_findings(text)
@@ -298,6 +467,12 @@ def address_findings(text: str) -> Iterator[Finding]:
 
 def numbered_address_findings(text: str) -> Iterator[Finding]:
     """Addresses with a house number (run only near digits)."""
+    for found in _numbered(text):
+        yield _widen(text, found)
+    yield from _generic_addresses(text)
+
+
+def _numbered(text: str) -> Iterator[Finding]:
     for match in _EN_RE.finditer(text):
         words = list(_WORD.finditer(text, match.start(), match.end()))
         last = next(

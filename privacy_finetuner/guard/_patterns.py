@@ -14,18 +14,25 @@ from privacy_finetuner.guard._model import Finding
 from privacy_finetuner.guard._rule import Rule, Scorer, context_before
 from privacy_finetuner.guard._secrets import (
     KEYED_SECRET,
+    NEAR_KEY,
+    NEAR_KEY_ANCHOR,
+    PATH_TOKEN,
     SECRET_ANCHOR,
     URL_CRED,
     SignatureRule,
     keyed_secret,
+    near_key,
+    path_token,
     url_cred,
 )
 from privacy_finetuner.guard._validators import (
     card_brand,
     digits_of,
+    hetu_is_valid,
     iban_is_valid,
     ip_is_valid,
     luhn_ok,
+    nhs_is_valid,
     nino_score,
     phone_score,
     ssn_is_valid,
@@ -48,7 +55,9 @@ _NEGATIVE_CUE = re.compile(
 )
 
 # --- e-mail -----------------------------------------------------------------------------------
-_EMAIL_DOMAIN = re.compile(r"@[\w\-]+(?:\.[\w\-]+)*\.[A-Za-z]{2,24}(?![\w\-])")
+_EMAIL_DOMAIN = re.compile(
+    r"@[\w\-]+(?:\.[\w\-]+)*\.(?:[A-Za-z]{2,24}|xn--[a-z0-9]{2,59})(?![\w\-])"
+)
 _NOT_LOCAL = re.compile(r"[^\w.+\-']")
 _EMAIL_OBFUSCATED = re.compile(
     r"(?<![\w.])[\w.+\-]{1,64}[ \t]?[\[(\{]at[\])\}][ \t]?[\w\-]+(?:[ \t]?[\[(\{]dot[\])\}][ \t]?[\w\-]+)+"
@@ -95,18 +104,21 @@ def _card(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
 
 
 # --- IBAN -------------------------------------------------------------------------------------
-_IBAN = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b")
+_IBAN = re.compile(
+    r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?:([ \-]?)[A-Z0-9]{4}(?:\1[A-Z0-9]{4}){1,6}(?:\1[A-Z0-9]{1,3})?)\b"
+)
 
 
 def _iban(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
     value = match.group()
     if iban_is_valid(value):
         return match.start(), match.end(), 0.95
-    parts = value.split(" ")  # the greedy match may have swallowed a following word
-    while len(parts) > 3:
+    sep = match.group(1) or " "
+    parts = value.split(sep)  # the greedy match may have swallowed a following word
+    while len(parts) > 1:
         parts.pop()
-        candidate = " ".join(parts)
-        if iban_is_valid(candidate):
+        candidate = sep.join(parts)
+        if iban_is_valid(candidate) and stdnum_match(candidate, ("iban",)):  # length per country
             return match.start(), match.start() + len(candidate), 0.95
     return None
 
@@ -123,20 +135,25 @@ def _ssn(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
     if not match.group(2):
         return (match.start(), match.end(), 0.85) if cue else None
     if match.group(2) == " " and not cue:
-        return None
+        return match.start(), match.end(), 0.6
     return match.start(), match.end(), 0.95 if cue else 0.85
 
 
-_NINO = re.compile(r"([A-Z](?<!\w[A-Z])[A-Z])[ ]?\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?[A-D]\b")
+_NINO = re.compile(r"([A-Za-z](?<!\w[A-Za-z])[A-Za-z])[ ]?\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?[A-Da-d]\b")
 
 
 def _nino(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
+    value = match.group()
+    if not (value.isupper() or value.islower()):
+        return None
     score = nino_score(match.group(1))
+    if score and value.islower():  # "tw987654a" typed in a chat: same number, less certain
+        score = 0.6
     return (match.start(), match.end(), score) if score else None
 
 
 _NATIONAL_STRONG = re.compile(
-    r"\d(?<!\w\d)(?:\d{7}-?[A-Z]\b"  # ES DNI
+    r"\d(?<!\w\d)(?:\d{6,7}-?[A-Za-z]\b"  # ES DNI (leading zeros may be dropped)
     r"|\d{5}[\-+A-FU-Y]\d{3}[0-9A-Y]\b"  # FI HETU
     r"|(?:\d{2})?\d{5}[\-+]\d{4}\b"  # SE personnummer, DK CPR
     r"|[ ]?\d{2}[ ]?\d{2}[ ]?(?:\d{2}|2[AB])[ ]?\d{3}[ ]?\d{3}[ ]?\d{2}\b)"  # FR NIR
@@ -144,6 +161,7 @@ _NATIONAL_STRONG = re.compile(
 _NATIONAL_LETTERS = re.compile(
     r"[A-Z](?<!\w[A-Z])(?:[A-Z]{5}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]"  # IT codice fiscale
     r"|(?<=[XYZ])-?\d{7}-?[A-Z])\b"  # ES NIE
+    r"|[xyz](?<![\w][xyz])-?\d{7}-?[a-z]\b"  # ES NIE typed in lower case
 )
 _STRONG_MODULES = ("it.codicefiscale", "es.dni", "es.nie", "fi.hetu", "se.personnummer",
                    "dk.cpr", "fr.nir")  # fmt: skip
@@ -155,7 +173,7 @@ _ID_CUE = re.compile(
     r"\bbsn\b|burgerservicenummer|pesel|steuer|idnr|identifikationsnummer|\bnir\b|sécurité sociale|"
     r"securite sociale|insee|rijksregister|numéro national|sozialversicherung|\bsvnr|\bvnr\b|"
     r"\bdni\b|\bnie\b|\bnif\b|codice fiscale|personnummer|hetu|henkilötunnus|\bcpr\b|\bpps\b|"
-    r"fødselsnummer|fodselsnummer|tax id|passport"
+    r"fødselsnummer|fodselsnummer|tax id|passport|\bpnr\b|id code|id-nr"
 )
 
 
@@ -163,14 +181,48 @@ _ID_CUE_WORDS = (
     "id number", "id no", "id:", "tax id", "bsn", "pesel", "steuer", "nir", "sécurité", "securite", "insee", "rijksregister",
     "national", "sozialvers", "vnr", "dni", "nie", "nif", "fiscale", "personnummer", "hetu",
     "henkilö", "cpr", "pps", "fødsels", "fodsels", "tax", "passport", "citizen", "identi",
+    "idnr", "pnr", "id code", "id-nr",
 )  # fmt: skip
+
+
+_HETU_SHAPE = re.compile(r"\d{6}[\-+A-FU-Y]\d{3}[0-9A-Y]")
+_DNI_SHAPE = re.compile(r"\d{7,8}-?[A-Za-z]")
 
 
 def _national_strong(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
     value = match.group().replace(" ", "")
+    if _HETU_SHAPE.fullmatch(value) and hetu_is_valid(value):
+        return match.start(), match.end(), 0.9
+    if _DNI_SHAPE.fullmatch(value):
+        value = value.replace("-", "").upper().zfill(9)
+    elif value[:1] in "xyz":
+        value = value.upper()
     if stdnum_match(value, _STRONG_MODULES) is None:
         return None
     return match.start(), match.end(), 0.9
+
+
+#: NHS numbers are written ``943 476 5919`` or ``943-476-5919``; a bare run needs a cue.
+_NHS = re.compile(r"\d(?<![\w.\-]\d)\d{2}([ \-]?)\d{3}\1\d{4}(?![\w\-]|\.\d)")
+_NHS_CUE = re.compile(r"nhs|health service|national health")
+
+
+def _nhs(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
+    if not nhs_is_valid(digits_of(match.group())):
+        return None
+    if _NHS_CUE.search(context_before(text, match.start(), 40)):
+        return match.start(), match.end(), 0.9
+    return (match.start(), match.end(), 0.6) if match.group(1) else None
+
+
+#: ``YYYYMMDDNNNC``: a date, a serial and a Luhn digit; specific enough to take without a cue.
+_SE_LONG = re.compile(r"(?<![\w.\-])(?:19|20)\d{10}(?![\w]|[.\-]\d)")
+
+
+def _se_long(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
+    if stdnum_match(match.group(), ("se.personnummer",)) is None:
+        return None
+    return match.start(), match.end(), 0.6
 
 
 def _national_numeric(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
@@ -183,9 +235,10 @@ def _national_numeric(match: re.Match[str], text: str) -> tuple[int, int, float]
 
 # --- network ----------------------------------------------------------------------------------
 _IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w]|\.\d)")
-_IPV6_GATE = re.compile(r"[0-9a-fA-F]:[0-9a-fA-F]{0,4}:")
+_IPV6_GATE = re.compile(r"[0-9a-fA-F]:[0-9a-fA-F]{0,4}:|::[0-9a-fA-F]")
 _IPV6 = re.compile(
-    r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?:%\w+)?(?![\w:])"
+    r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}"
+    r"(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%\w+)?(?![\w:]|\.\d)"
 )
 
 
@@ -213,9 +266,13 @@ _MONTH = (
     r"dic(?:iembre|embre)?)\.?"
 )
 _DATE = (
-    r"\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}|\d{1,2}[\-/.]\d{1,2}[\-/.](?:\d{4}|\d{2})"
+    rf"\d{{1,2}}[\-/. ]{_MONTH}[\-/. ]?(?:\d{{4}}|\d{{2}})(?!\d)|{_MONTH}[\-/ ]\d{{1,2}}[\-/, ]+\d{{4}}"
+    rf"|\d{{4}}[\-/ ]{_MONTH}[\-/ ]\d{{1,2}}"
+    r"|\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}|\d{1,2}[\-/.]\d{1,2}[\-/.](?:\d{4}|\d{2})|\d{8}"
     rf"|\d{{1,2}}(?:st|nd|rd|th|er|º)?\.?[ \t]+(?:of[ \t]+|de[ \t]+)?{_MONTH},?[ \t]+(?:de[ \t]+)?\d{{4}}"
     rf"|{_MONTH}[ \t]+\d{{1,2}}(?:st|nd|rd|th)?,?[ \t]+\d{{4}}"
+    rf"|(?:the[ \t]+)?\d{{1,2}}(?:st|nd|rd|th)[ \t]+of[ \t]+{_MONTH},?[ \t]+\d{{4}}"
+    rf"|{_MONTH},?[ \t]+\d{{4}}"
 )
 _DOB_CUE = (
     r"d\.?o\.?b\.?|date[ _\-]*of[ _\-]*birth|birth[ _\-]*date|birthdate|birthday|"
@@ -225,7 +282,8 @@ _DOB_CUE = (
 )
 _DOB = re.compile(
     rf"(?i)(?<![\w])(?:{_DOB_CUE})"
-    rf"[\s:=\"'\-]{{0,6}}(?:is[ \t]+|was[ \t]+|on[ \t]+|am[ \t]+|le[ \t]+|el[ \t]+|il[ \t]+|op[ \t]+)?({_DATE})(?!\d)"
+    rf"[\s:=\"'\-]{{0,6}}(?:\([^)\n]{{0,16}}\)[\s:=\"'\-]{{0,4}})?"
+    rf"(?:(?:is|was|on|am|le|el|il|op|listed as|recorded as|given as|of)[ \t]+){{0,2}}({_DATE})(?!\d)"
 )
 
 # --- medical record numbers -------------------------------------------------------------------
@@ -250,8 +308,11 @@ _EXT = re.compile(r"[ \t]?(?:x|ext\.?|extension)[ \t]?\d{1,6}$")
 
 
 _DECIMAL_OR_SSN = re.compile(r"\d+\.\d+|\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4}")
-_NANP = re.compile(r"(?:\+?1[ .\-]?)?\(?\d{3}\)?[ .\-]?\d{3}[ .\-]\d{4}")
+_NANP = re.compile(r"(?:\+?1[ .\-]?)?\(?[2-9]\d{2}\)?[ .\-]?[2-9]\d{2}[ .\-]\d{4}")
 _SEPARATED = re.compile(r"\d[ .\-/]\(?\d|\d\)")
+_IBAN_LEFT = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]+[A-Z0-9]{3,4})*[ ]+\Z")
+_ACCOUNT_GROUPS = re.compile(r"\d{4}(?: \d{4}){2,}(?: \d{1,4})?")
+_DATE_SERIAL = re.compile(r"\d{6}(?:\d{2})?-\d{4}")
 
 
 def _country_code_ok(digits: str) -> bool:
@@ -271,6 +332,10 @@ def _phone(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
     if _DECIMAL_OR_SSN.fullmatch(core):
         return None
     context = context_before(text, match.start(), 32)
+    if "." in core and "ip" in context[-12:]:
+        return None  # "ip: 192.168.0" is a truncated address
+    if _IBAN_LEFT.search(text, max(0, match.start() - 40), match.start()):
+        return None  # the tail of an IBAN-shaped string (valid or not), not a phone number
     if _NEGATIVE_CUE.search(context[-14:]):
         return None
     cue = 0.1 if _PHONE_CUE.search(context) else 0.0
@@ -282,6 +347,8 @@ def _phone(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
         score = 0.8
     elif core.startswith(("0", "(0")) and len(digits) >= 9 and _SEPARATED.search(core):
         score = 0.75
+    elif _ACCOUNT_GROUPS.fullmatch(core) or _DATE_SERIAL.fullmatch(core):
+        score = 0.6 if cue else 0.0  # "0123 4567 8901", "311290-1234": account or id shapes
     elif cue:
         score = 0.7 if _SEPARATED.search(core) else 0.6
     elif _SEPARATED.search(core):
@@ -313,10 +380,16 @@ RULES: tuple[Rule, ...] = (
          gate=("pass", "pwd", "secret", "api", "access", "auth", "refresh", "private", "token",
                "key", "bearer", "aws", "client")),
     Rule("URL_CREDENTIAL", "url.credential", URL_CRED, url_cred, needs=("=", "://")),
+    Rule("SECRET", "secret.url_path", PATH_TOKEN, path_token, needs=("/",)),
+    Rule("SECRET", "secret.near_key", NEAR_KEY, near_key, anchor=NEAR_KEY_ANCHOR,
+         gate=("key", "token", "secret", "password", "passphrase", "credential", "signature",
+               "auth")),
     Rule("CREDIT_CARD", "card.luhn", _CARD, _card, needs=("digit",)),
     Rule("IBAN", "iban.mod97", _IBAN, _iban, needs=("digit",)),
     Rule("US_SSN", "ssn.structure", _SSN, _ssn, needs=("digit",)),
     Rule("UK_NINO", "nino.structure", _NINO, _nino, needs=("digit",)),
+    Rule("NATIONAL_ID", "nhs.mod11", _NHS, _nhs, needs=("digit",)),
+    Rule("NATIONAL_ID", "national_id.stdnum", _SE_LONG, _se_long, needs=("digit",)),
     Rule("NATIONAL_ID", "national_id.stdnum", _NATIONAL_STRONG, _national_strong, needs=("digit",)),
     Rule("NATIONAL_ID", "national_id.stdnum", _NATIONAL_LETTERS, _national_strong,
          needs=("digit",)),

@@ -15,6 +15,8 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = [
+    "hetu_is_valid",
+    "nhs_is_valid",
     "card_brand",
     "digits_of",
     "iban_is_valid",
@@ -94,6 +96,34 @@ def iban_is_valid(candidate: str) -> bool:
 def ssn_is_valid(area: str, group: str, serial: str) -> bool:
     """US SSN structure: no 000/666/9xx area, no 00 group, no 0000 serial."""
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+_HETU_CHECK = "0123456789ABCDEFHJKLMNPRSTUVWXY"
+#: Century signs of the Finnish HETU, the 2023 ones (Y-U, B-F) included.
+_HETU_CENTURY = frozenset("+-YXWVUABCDEF")
+
+
+def hetu_is_valid(value: str) -> bool:
+    """Finnish personal identity code ``DDMMYYCZZZQ`` with the 2023 century signs.
+
+    python-stdnum 2.2 still rejects the new signs (``W``, ``B``, …) that Finland issues since 2023.
+    """
+    value = value.upper()
+    if len(value) != 11 or value[6] not in _HETU_CENTURY or not value[:6].isdigit():
+        return False
+    body = value[:6] + value[7:10]
+    if not body.isdigit() or not (1 <= int(value[:2]) <= 31 and 1 <= int(value[2:4]) <= 12):
+        return False
+    return _HETU_CHECK[int(body) % 31] == value[10]
+
+
+def nhs_is_valid(digits: str) -> bool:
+    """UK NHS number: ten digits, the last a mod-11 check digit (10 is never issued)."""
+    if len(digits) != 10 or len(set(digits)) == 1:
+        return False
+    total = sum(int(d) * (10 - i) for i, d in enumerate(digits[:9]))
+    check = 11 - total % 11
+    return (0 if check == 11 else check) == int(digits[9])
 
 
 _NINO_BAD_PREFIX = frozenset({"BG", "GB", "NK", "KN", "TN", "NT"})
