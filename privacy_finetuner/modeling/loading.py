@@ -23,6 +23,7 @@ __all__ = [
     "apply_finetuning",
     "detect_lora_targets",
     "load_base_model",
+    "load_tokenizer",
     "load_trained",
     "offline_mode",
     "save_trained",
@@ -86,6 +87,53 @@ def _from_pretrained(config: ModelConfig) -> tuple[Any, Any]:
     return model, _prepare_tokenizer(tokenizer)
 
 
+def _tiny_tokenizer(
+    config: ModelConfig, tokenizer_corpus: Sequence[Any] | None, tokenizer_dir: Path | None
+) -> Any:
+    from privacy_finetuner.data.synth import generate_traces
+    from privacy_finetuner.modeling import tiny
+
+    if tokenizer_dir is not None:
+        from transformers import AutoTokenizer
+
+        saved = AutoTokenizer.from_pretrained(tokenizer_dir)  # nosec B615
+        return _prepare_tokenizer(saved)
+    traces = tokenizer_corpus
+    if traces is None:
+        # A fixed public corpus, independent of the training data and its seed.
+        traces = generate_traces(config.tiny.tokenizer_corpus_size, seed=7919).traces
+    return tiny.train_tiny_tokenizer(
+        tiny.tokenizer_corpus(traces),
+        vocab_size=config.tiny.vocab_size,
+        split_digits=config.tiny.split_digits,
+    )
+
+
+def load_tokenizer(config: ModelConfig) -> Any:
+    """Only the tokenizer (and so the chat template) of ``config.name``: enough to check how a
+    data set will be rendered and masked without loading any weights.
+
+    Raises:
+        ModelError: the tokenizer cannot be loaded.
+    """
+    if config.name == "tiny":
+        return _tiny_tokenizer(config, None, None)
+    from transformers import AutoTokenizer
+
+    local = Path(config.name).expanduser()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(  # nosec B615
+            str(local) if local.is_dir() else config.name,
+            revision=config.revision,
+            trust_remote_code=config.trust_remote_code,
+            local_files_only=offline_mode() or local.is_dir(),
+        )
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load the tokenizer of {config.name!r}: {first}") from None
+    return _prepare_tokenizer(tokenizer)
+
+
 def load_base_model(
     config: ModelConfig,
     *,
@@ -104,24 +152,9 @@ def load_base_model(
         ModelError: the model or tokenizer cannot be loaded.
     """
     if config.name == "tiny":
-        from privacy_finetuner.data.synth import generate_traces
         from privacy_finetuner.modeling import tiny
 
-        if tokenizer_dir is not None:
-            from transformers import AutoTokenizer
-
-            saved = AutoTokenizer.from_pretrained(tokenizer_dir)  # nosec B615
-            tokenizer = _prepare_tokenizer(saved)
-        else:
-            traces = tokenizer_corpus
-            if traces is None:
-                # A fixed public corpus, independent of the training data and its seed.
-                traces = generate_traces(config.tiny.tokenizer_corpus_size, seed=7919).traces
-            tokenizer = tiny.train_tiny_tokenizer(
-                tiny.tokenizer_corpus(traces),
-                vocab_size=config.tiny.vocab_size,
-                split_digits=config.tiny.split_digits,
-            )
+        tokenizer = _tiny_tokenizer(config, tokenizer_corpus, tokenizer_dir)
         model = tiny.build_tiny_model(tokenizer, config.tiny, max_length=max_length, seed=seed)
         return LoadedModel(model, tokenizer, "tiny", config.method)
     model, tokenizer = _from_pretrained(config)
