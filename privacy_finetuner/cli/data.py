@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -134,7 +134,7 @@ def check(
         no_target += int(example.num_targets == 0)
         if index < n:
             shown.append(_marked(tokenizer, example.input_ids, example.labels))
-    summary = {
+    summary: dict[str, Any] = {
         "model": profile.model,
         "tool_call_format": profile.tool_call_format,
         "arguments": "json-string" if profile.arguments_as_json else "object",
