@@ -208,7 +208,8 @@ class Reuse(Toy):
     """Uses the head's weight outside the head module: cannot be clipped per example."""
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        return super().forward(input_ids) + self.emb(input_ids) @ self.head.weight.T
+        out: Tensor = super().forward(input_ids) + self.emb(input_ids) @ self.head.weight.T
+        return out
 
 
 def test_parameter_used_outside_its_module_is_refused() -> None:
@@ -229,3 +230,44 @@ def test_model_is_unchanged_outside_dp_steps() -> None:
     torch.testing.assert_close(model(ids), plain(ids))
     model(ids).sum().backward()  # ordinary autograd still works on the patched model
     assert model.head.weight.grad is not None
+
+
+class SharedNorm(Toy):
+    """Uses the LayerNorm's weight outside the LayerNorm: that use must not be dropped."""
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        shared = (self.emb(input_ids) * self.ln.weight).sum(-1)[..., None]
+        out: Tensor = super().forward(input_ids) + shared
+        return out
+
+
+def test_norm_parameter_shared_outside_its_module_is_refused() -> None:
+    batch = make_batch([3, 4], 5)
+    engine = private_engine(SharedNorm(), batch, clip=1.0)
+    assert engine.clipper is not None and engine.clipper.kinds["ln"] == "norm"
+    with pytest.raises(EngineError, match="outside its module"):
+        engine_clipped_sum(engine)
+
+
+def test_non_finite_unit_is_skipped_and_counted() -> None:
+    """An example whose gradient overflows is dropped (factor 0, counted); the rest are exact."""
+    batch = make_batch([6, 5, 7, 4], 7)
+    model = _fresh(llama)
+    scale = torch.tensor([1.0, float("inf"), 1.0, 1.0])
+    calls: list[int] = []
+
+    def loss_fn(m: nn.Module, b: dict[str, Tensor]) -> Tensor:
+        from privacy_finetuner.engine import causal_lm_loss
+
+        start = 2 * len(calls)  # micro-batches of 2, in order
+        calls.append(start)
+        return causal_lm_loss(m, b) * scale[start : start + b["input_ids"].shape[0]]
+
+    per_example = reference_per_example(model, batch)
+    kept = {n: g[[0, 2, 3]] for n, g in per_example.items()}
+    clip = float(norms(kept).median())
+    engine = private_engine(_fresh(llama), batch, clip=clip, physical=2)
+    got = engine_clipped_sum(engine, loss_fn)
+    assert all(bool(torch.isfinite(v).all()) for v in got.values())
+    assert rel_error(got, clip_and_sum(kept, clip)) < TOL
+    assert engine.clipper is not None and engine.clipper.skipped_units == 1
