@@ -108,6 +108,27 @@ def read_ledger_entries(raw: object) -> list[dict[str, Any]] | None:
     return [entry for entry in raw if isinstance(entry, dict)]
 
 
+#: The run's internal diagnostics (exact data statistics; not covered by ε, never released).
+INTERNAL_DIAGNOSTICS_FILE = "internal_diagnostics.json"
+
+
+def _with_internal(
+    report: dict[str, Any] | None, internal: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The released report with the internal diagnostics' data, guard and metrics sections
+    merged in: the pack is an operator document and states the exact counts, which the released
+    report no longer carries (issue 14)."""
+    if report is None or internal is None:
+        return report
+    merged = dict(report)
+    for section in ("data", "guard", "metrics"):
+        extra = internal.get(section)
+        if isinstance(extra, dict):
+            base = merged.get(section)
+            merged[section] = {**(base if isinstance(base, dict) else {}), **extra}
+    return merged
+
+
 def collect_evidence(run_dir: str | Path) -> Evidence:
     """Read whatever evidence the run directory holds.
 
@@ -119,7 +140,10 @@ def collect_evidence(run_dir: str | Path) -> Evidence:
         raise NotFoundError(f"run directory {run} does not exist")
     evidence = Evidence(run)
     problems = evidence.problems
-    evidence.report = _read_json_object(run / "privacy_report.json", problems)
+    evidence.report = _with_internal(
+        _read_json_object(run / "privacy_report.json", problems),
+        _read_json_object(run / INTERNAL_DIAGNOSTICS_FILE, problems),
+    )
     evidence.audit = _read_json_object(run / "audit.json", problems)
     evidence.status = _read_json_object(run / "status.json", problems)
     evidence.config = _read_yaml_object(run / "config.yaml", problems)

@@ -52,7 +52,7 @@ class RunFacts:
     guard: str
     guard_applied: bool
     guard_strategy: str | None
-    guard_counts: dict[str, int]
+    guard_counts: dict[str, int] | None  # None: not released
     guard_entities: tuple[str, ...]
     data: str
     audit: str
@@ -66,9 +66,11 @@ def describe_dp(report: dict[str, Any] | None) -> str:
     if report is None:
         return ""
     p = _section(report, "privacy")
+    neighbouring = p.get("neighbouring")
+    relation = f" ({str(neighbouring).replace('_', '-')} neighbours)" if neighbouring else ""
     return (
         f"DP-SGD with Poisson sampling: (ε = {format_number(p.get('epsilon'))}, "
-        f"δ = {format_number(p.get('delta'))}) per {p.get('privacy_unit', 'unknown')}, "
+        f"δ = {format_number(p.get('delta'))}) per {p.get('privacy_unit', 'unknown')}{relation}, "
         f"accountant {p.get('accountant', 'unknown')}, "
         f"noise multiplier σ = {format_number(p.get('noise_multiplier'))}, "
         f"clip norm C = {format_number(p.get('max_grad_norm'))}, "
@@ -76,9 +78,12 @@ def describe_dp(report: dict[str, Any] | None) -> str:
     )
 
 
-def guard_counts(report: dict[str, Any] | None) -> dict[str, int]:
-    """Identifiers the guard replaced, by entity type (empty when unknown)."""
-    counts = _section(report, "guard", "counts")
+def guard_counts(report: dict[str, Any] | None) -> dict[str, int] | None:
+    """Identifiers the guard replaced, by entity type; None when the report does not release
+    them (per-type counts of the private data are internal diagnostics)."""
+    counts = lookup(report, "guard", "counts")
+    if not isinstance(counts, dict):
+        return None
     return {str(k): int(v) for k, v in counts.items() if _is_number(v)}
 
 
@@ -87,26 +92,39 @@ def describe_guard(report: dict[str, Any] | None) -> str:
     g = _section(report, "guard")
     if not g.get("applied"):
         return f"context guard not applied ({g.get('note') or 'disabled'})"
+    applied = (
+        f"context guard applied before tokenisation (strategy {g.get('strategy')}, "
+        f"sensitivity {g.get('sensitivity')})"
+    )
     counts = guard_counts(report)
+    if counts is None:
+        return f"{applied}; per-type counts are internal diagnostics, not released"
     total = sum(counts.values())
     by_type = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-    return (
-        f"context guard applied before tokenisation (strategy {g.get('strategy')}, "
-        f"sensitivity {g.get('sensitivity')}); {total} identifiers replaced"
-        + (f" ({by_type})" if total else "")
-    )
+    return f"{applied}; {total} identifiers replaced" + (f" ({by_type})" if total else "")
+
+
+#: Facts about the training data a report may release, in the order they are stated.
+_DATA_FACTS: tuple[tuple[str, str], ...] = (
+    ("source", "source {}"),
+    ("source_kind", "read from a {}"),
+    ("traces", "{} traces"),
+    ("users", "{} users"),
+    ("train_examples", "{} training examples"),
+    ("validation_examples", "{} validation examples"),
+    ("invalid_records", "{} invalid records"),
+    ("max_length", "truncated to {} tokens"),
+    ("validation", "validation set {}"),
+)
 
 
 def describe_data(report: dict[str, Any] | None) -> str:
-    """The training data: source, size, users, invalid records."""
+    """The training data, from whichever of its facts the report releases."""
     if report is None:
         return ""
     d = _section(report, "data")
-    return (
-        f"source {d.get('source')}: {d.get('traces')} traces, {d.get('users')} users, "
-        f"{d.get('train_examples')} training / {d.get('validation_examples')} validation "
-        f"examples, {d.get('invalid_records', 0)} invalid records"
-    )
+    stated = [text.format(d[key]) for key, text in _DATA_FACTS if d.get(key) is not None]
+    return "training data: " + ", ".join(stated) if stated else "training data: not described"
 
 
 def describe_audit(audit: dict[str, Any] | None) -> str:
@@ -119,14 +137,17 @@ def describe_audit(audit: dict[str, Any] | None) -> str:
         for m in (attacks if isinstance(attacks, list) else [])
         if isinstance(m, dict)
     )
+    group = audit.get("group_size")
+    claimed = f"claimed ε {format_number(audit.get('claimed_epsilon'))}" + (
+        f" for a group of {group} examples" if _is_number(group) and group != 1 else ""
+    )
     violation = (
-        "; VIOLATION: the measured bound exceeds the proven ε" if audit.get("violation") else ""
+        "; VIOLATION: the measured bound exceeds the claimed ε" if audit.get("violation") else ""
     )
     return (
         f"one-run audit lower bound ε ≥ {format_number(audit.get('epsilon_lower'))} at "
-        f"{format_percent(lookup(audit, 'one_run', 'confidence'))} confidence (proven ε "
-        f"{format_number(audit.get('claimed_epsilon'))}); median canary exposure "
-        f"{format_number(lookup(audit, 'exposure', 'median_bits'))} bits; "
+        f"{format_percent(lookup(audit, 'one_run', 'confidence'))} confidence ({claimed}); "
+        f"median canary exposure {format_number(lookup(audit, 'exposure', 'median_bits'))} bits; "
         f"membership-inference AUC {mia or 'not measured'}{violation}"
     )
 

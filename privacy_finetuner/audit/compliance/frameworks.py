@@ -83,7 +83,7 @@ class SafeHarborRow:
     entities: tuple[str, ...]
     coverage: str
     remark: str
-    replaced: int | None  # identifiers of this kind replaced; None if unknown or not detected
+    replaced: int | None  # identifiers of this kind replaced; None: not detected or not released
 
 
 def finding(
@@ -185,7 +185,8 @@ def ai_act_findings(facts: RunFacts) -> list[Finding]:
         finding("Art. 12 record-keeping (automatic logs)", records,
                 "run directory", NO_RECORDS, partial=not facts.ledger),
         finding("Art. 15(1) accuracy (declared metrics)", facts.utility,
-                "privacy_report.json › metrics.final", "no final metrics recorded"),
+                "privacy_report.json › metrics.final",
+                "no final metrics released (metrics on private validation data stay internal)"),
         finding("Art. 15(5) cybersecurity: resilience to confidentiality attacks", facts.audit,
                 "audit.json", NO_AUDIT, partial=facts.audit_violation),
     ]  # fmt: skip
@@ -209,10 +210,9 @@ def safe_harbor_rows(facts: RunFacts) -> list[SafeHarborRow]:
         detected = tuple(e for e in entities if e in enabled)
         if entities and not detected:
             coverage = "not covered (entity disabled in config)"
+        counts = facts.guard_counts if facts.guard_applied else None
         replaced = (
-            sum(facts.guard_counts.get(e, 0) for e in entities)
-            if facts.guard_applied and entities
-            else None
+            sum(counts.get(e, 0) for e in entities) if counts is not None and entities else None
         )
         rows.append(SafeHarborRow(letter, identifier, detected, coverage, remark, replaced))
     return rows

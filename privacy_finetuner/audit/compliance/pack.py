@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from privacy_finetuner.audit.compliance.evidence import collect_evidence
+from privacy_finetuner.audit.compliance.evidence import Evidence, collect_evidence, lookup
 from privacy_finetuner.audit.compliance.facts import RunFacts, derive_facts
 from privacy_finetuner.audit.compliance.frameworks import (
     FRAMEWORKS,
@@ -15,6 +15,7 @@ from privacy_finetuner.audit.compliance.frameworks import (
     safe_harbor_rows,
 )
 from privacy_finetuner.audit.compliance.rendering import render_html, render_markdown
+from privacy_finetuner.jobs import RunStatus
 
 __all__ = [
     "COMPLIANCE_HTML",
@@ -38,6 +39,12 @@ class ComplianceReport:
     sections: dict[str, list[Finding]]
     safe_harbor: list[SafeHarborRow]
     problems: list[str] = field(default_factory=list)
+    run_status: RunStatus | None = None  # status.json's state; None if absent or unknown
+
+    @property
+    def run_finished(self) -> bool:
+        """The run wrote all its outputs (``completed`` or stopped at the budget)."""
+        return self.run_status is not None and self.run_status.finished
 
     def to_markdown(self) -> str:
         """``COMPLIANCE.md``."""
@@ -46,6 +53,23 @@ class ComplianceReport:
     def to_html(self) -> str:
         """``compliance.html`` (standalone, no scripts)."""
         return render_html(self)
+
+
+def _run_status(evidence: Evidence) -> tuple[RunStatus | None, list[str]]:
+    """status.json's state, and a problem line when it is unknown or the run did not finish."""
+    state = lookup(evidence.status, "state")
+    if state is None:
+        return None, []
+    try:
+        status = RunStatus(state)
+    except ValueError:
+        return None, [f"status.json holds an unknown state {str(state)[:40]!r}"]
+    if status.finished:
+        return status, []
+    return status, [
+        f"status.json says the run is {status.value}, not finished: its outputs are incomplete "
+        "and any report in the directory may describe an earlier attempt"
+    ]
 
 
 def _contradictions(facts: RunFacts) -> list[str]:
@@ -69,13 +93,15 @@ def build_compliance(run_dir: str | Path, *, now: datetime | None = None) -> Com
     """
     evidence = collect_evidence(run_dir)
     facts = derive_facts(evidence)
+    status, status_problems = _run_status(evidence)
     return ComplianceReport(
         run_dir=str(evidence.run_dir),
         generated=(now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
         missing=evidence.missing,
         sections={title: grade(facts) for title, grade in FRAMEWORKS.items()},
         safe_harbor=safe_harbor_rows(facts),
-        problems=[*evidence.problems, *_contradictions(facts)],
+        problems=[*evidence.problems, *status_problems, *_contradictions(facts)],
+        run_status=status,
     )
 
 
