@@ -7,6 +7,7 @@ data set row with ``SELECT … FOR UPDATE`` instead (see :mod:`privacy_finetuner
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,16 @@ def normalise_url(url: str) -> str:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the SQLite file (and its -wal/-shm, which SQLite gives the same mode) as 0600.
+
+    The ledger, API key digests and job configs live in it; SQLite would create it 0644.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -73,7 +84,7 @@ class Database:
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                _create_private_file(Path(parsed.database).expanduser())
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         elif self.dialect == "postgresql":
             kwargs["pool_size"] = pool_size

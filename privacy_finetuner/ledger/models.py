@@ -59,6 +59,8 @@ class Dataset(Base):
     charged: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     entry_count: Mapped[int] = mapped_column(Integer, default=0)
     head_hash: Mapped[str] = mapped_column(String(64), default="")
+    #: Counts of an uploaded file (traces, users, bytes, PII findings by type); None: none.
+    upload_stats: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class LedgerEntry(Base):
@@ -85,6 +87,9 @@ class Job(Base):
     """A training job against one data set: its plan (reservation), charges and lifecycle."""
 
     __tablename__ = "pf_jobs"
+    __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key", name="uq_pf_jobs_tenant_idempotency_key"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("pf_datasets.id"), index=True)
@@ -114,6 +119,10 @@ class Job(Base):
     run_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
     report_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: Fencing token of the current attempt: heartbeat, charge and finish must present it.
+    attempt_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ApiKey(Base):

@@ -35,10 +35,42 @@ from privacy_finetuner.ledger.chain import GENESIS_HASH, entry_hash
 from privacy_finetuner.ledger.db import Database
 from privacy_finetuner.ledger.models import Dataset, Job, LedgerEntry, utcnow
 
-__all__ = ["PRIVACY_UNITS", "TERMINAL_STATES", "BudgetStatus", "Ledger"]
+__all__ = [
+    "PRIVACY_UNITS",
+    "TERMINAL_STATES",
+    "Admission",
+    "AdmissionChanged",
+    "BudgetStatus",
+    "Ledger",
+    "StaleAttemptError",
+]
 
 PRIVACY_UNITS = ("example", "user")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+class StaleAttemptError(LedgerError):
+    """A worker presented an attempt token that is no longer the job's: it was fenced off (its
+    job was re-queued and claimed by another attempt) and must stop without touching the job."""
+
+
+class AdmissionChanged(LedgerError):
+    """The data set's commitments changed between the ε computed outside the lock and the write
+    transaction; the caller recomputes (see :meth:`Ledger.admission`)."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """ε of a submission computed *outside* the write lock from a snapshot of the commitments.
+
+    ``committed`` is the snapshot the ε was computed on; :meth:`Ledger.submit_job` re-reads it
+    under the lock and uses ``projected_epsilon`` only if it is unchanged.
+    """
+
+    committed: dict[str, int]
+    planned: dict[str, int]
+    projected_epsilon: float
+    committed_epsilon: float
 
 
 @dataclass(frozen=True)
@@ -166,18 +198,68 @@ class Ledger:
             )
 
     def spent_epsilon(self, dataset_id: str, *, user: str | None = None) -> float:
-        """ε spent on the data set; with ``user``, only the jobs whose data included that user."""
+        """ε spent on the data set; with ``user``, ε spent on that user.
+
+        Every job trains on every user of its data set (a client's claim of which users a job
+        used is not evidence), so a user's ε is the data set's ε; it is only defined when the
+        data set accounts per user. On a per-example data set a user with k traces has up to
+        about kε (group privacy), which the example-level ledger does not bound.
+
+        Raises:
+            ConfigError: ``user`` given on a per-example data set.
+        """
         with self.db.read_session() as session:
             ds = session.get(Dataset, dataset_id)
             if ds is None:
                 raise NotFoundError(f"data set {dataset_id!r} not found")
-            if user is None:
-                return epsilon_of(ds.charged, delta=ds.budget_delta)
-            jobs = session.scalars(select(Job).where(Job.dataset_id == dataset_id)).all()
-            counts = add_counts(*(j.charged for j in jobs if j.users is None or user in j.users))
-            return epsilon_of(counts, delta=ds.budget_delta)
+            if user is not None and ds.privacy_unit != "user":
+                raise ConfigError(
+                    "this data set accounts per example: a user's epsilon is not bounded by "
+                    "its ledger (a user with k traces has up to about k times the example-level "
+                    "epsilon); register the data set with privacy_unit 'user' for per-user budgets"
+                )
+            return epsilon_of(ds.charged, delta=ds.budget_delta)
 
     # -- jobs ------------------------------------------------------------------------------------
+
+    def committed_counts(self, dataset_id: str, *, tenant: str | None = None) -> dict[str, int]:
+        """Charged steps plus unspent reservations of a data set (a read, no lock, no ε)."""
+        with self.db.read_session() as session:
+            ds = session.get(Dataset, dataset_id)
+            if ds is None or (tenant is not None and ds.tenant != tenant):
+                raise NotFoundError(f"data set {dataset_id!r} not found")
+            return self._committed(session, ds)
+
+    def admission(
+        self,
+        dataset_id: str,
+        planned: Sequence[DpSegment],
+        *,
+        tenant: str | None = None,
+        epsilon: Callable[[dict[str, int], float], float] | None = None,
+    ) -> Admission:
+        """ε of the data set with ``planned`` added, computed without holding any lock.
+
+        The PLD composition can take seconds for many distinct (σ, q); doing it here (with
+        ``epsilon``, e.g. a worker with a time limit, see the service) keeps the data set's
+        write lock short. ``epsilon(counts, delta)`` defaults to the admission grid in-process.
+        """
+        ds = self.get_dataset(dataset_id, tenant=tenant)
+        committed = self.committed_counts(dataset_id, tenant=tenant)
+        planned_counts = counts_from_segments(planned)
+
+        def default(counts: dict[str, int], delta: float) -> float:
+            return epsilon_of(counts, delta=delta, precise=False)
+
+        compute = epsilon or default
+        projected = compute(add_counts(committed, planned_counts), ds.budget_delta)
+        already = compute(committed, ds.budget_delta)
+        return Admission(
+            committed=committed,
+            planned=planned_counts,
+            projected_epsilon=projected,
+            committed_epsilon=already,
+        )
 
     def submit_job(
         self,
@@ -189,17 +271,28 @@ class Ledger:
         clip_norm: float,
         delta: float,
         privacy_unit: str = "example",
-        users: list[str] | None = None,
         created_by: str | None = None,
         job_id: str | None = None,
+        admission: Admission | None = None,
+        idempotency_key: str | None = None,
+        request_sha256: str | None = None,
     ) -> Job:
         """Reserve the planned steps of a new job, or refuse it with the numbers.
+
+        With ``admission`` (from :meth:`admission`, computed outside the lock) its ε is used if
+        the commitments are unchanged under the lock, else :class:`AdmissionChanged` is raised
+        so the caller recomputes outside the lock. Without it, ε is computed under the lock.
+        With ``idempotency_key``, a second submission with the same key returns the first job.
 
         Raises:
             BudgetExceededError: the data set's ε (PLD, pessimistic grid) would pass its budget;
                 the refusal is recorded in the ledger before raising.
             NotFoundError: unknown data set (or another tenant's).
-            ConfigError: the job's privacy unit does not match the data set's.
+            ConfigError: the job's privacy unit is not the data set's (a per-user job on a
+                per-example data set would need the replace-one bound at the user sampling
+                rate, which this ledger does not compute), or the idempotency key was used
+                for a different request.
+            AdmissionChanged: see above.
         """
         if not planned:
             raise ConfigError("a job must plan at least one DP step")
@@ -207,18 +300,36 @@ class Ledger:
         refusal: BudgetExceededError | None = None
         with self.db.write_session() as session:
             ds = self._lock(session, dataset_id, tenant)
-            if not (privacy_unit == ds.privacy_unit or privacy_unit == "user"):
+            if idempotency_key is not None:
+                prior = session.scalars(
+                    select(Job).where(
+                        Job.tenant == ds.tenant, Job.idempotency_key == idempotency_key
+                    )
+                ).one_or_none()
+                if prior is not None:
+                    if prior.request_sha256 != request_sha256:
+                        raise ConfigError("Idempotency-Key was already used for another request")
+                    return prior
+            if privacy_unit != ds.privacy_unit:
                 raise ConfigError(
                     f"data set {ds.name!r} accounts per {ds.privacy_unit}; "
                     f"a per-{privacy_unit} job cannot be charged to it"
                 )
             committed = self._committed(session, ds)
-            projected = epsilon_of(
-                add_counts(committed, planned_counts), delta=ds.budget_delta, precise=False
-            )
+            if admission is not None:
+                if admission.committed != committed or admission.planned != planned_counts:
+                    raise AdmissionChanged("the data set's commitments changed; recompute")
+                projected = admission.projected_epsilon
+            else:
+                projected = epsilon_of(
+                    add_counts(committed, planned_counts), delta=ds.budget_delta, precise=False
+                )
             job_id = job_id or "job_" + secrets.token_hex(8)
             if projected > ds.budget_epsilon or not math.isfinite(projected):
-                already = epsilon_of(committed, delta=ds.budget_delta, precise=False)
+                if admission is not None:
+                    already = admission.committed_epsilon
+                else:
+                    already = epsilon_of(committed, delta=ds.budget_delta, precise=False)
                 payload = {
                     "planned": [s.to_dict() for s in planned],
                     "requested_epsilon": projected,
@@ -244,7 +355,7 @@ class Ledger:
                     config=config,
                     planned=[s.to_dict() for s in planned],
                     charged={},
-                    users=users,
+                    users=None,
                     planned_epsilon=projected,
                     delta=float(delta),
                     steps_planned=sum(s.steps for s in planned),
@@ -257,6 +368,8 @@ class Ledger:
                     attempts=0,
                     created_at=self._clock(),
                     created_by=created_by,
+                    idempotency_key=idempotency_key,
+                    request_sha256=request_sha256,
                 )
                 session.add(job)
                 session.flush()
@@ -264,7 +377,6 @@ class Ledger:
                     "planned": [s.to_dict() for s in planned],
                     "projected_epsilon": projected,
                     "budget_epsilon": ds.budget_epsilon,
-                    "users": users,
                     "actor": created_by,
                 }
                 self._append(session, ds, "reserve", payload, job_id=job.id)
@@ -272,14 +384,16 @@ class Ledger:
             raise refusal
         return job
 
-    def charge(self, job_id: str, segment: DpSegment) -> None:
+    def charge(self, job_id: str, segment: DpSegment, *, attempt: str | None = None) -> None:
         """Charge ``segment.steps`` steps of σ, q to a running job *before* they run.
 
         Steps inside the job's reservation always fit; steps beyond it are checked against the
-        budget like a new submission.
+        budget like a new submission. With ``attempt`` (what workers pass) the charge is refused
+        unless that attempt still owns the running job.
 
         Raises:
             BudgetExceededError: the extra steps do not fit (recorded as a refusal first).
+            StaleAttemptError: ``attempt`` no longer owns the job.
             LedgerError: the job is finished or unknown.
         """
         refusal: BudgetExceededError | None = None
@@ -291,6 +405,8 @@ class Ledger:
             session.refresh(job)
             if not job.active:
                 raise LedgerError(f"job {job_id} is {job.state}; it cannot be charged")
+            if attempt is not None and (job.state != "running" or job.attempt_token != attempt):
+                raise StaleAttemptError(f"job {job_id}: this attempt was fenced off")
             key = segment_key(segment.noise_multiplier, segment.sample_rate)
             step = {key: segment.steps}
             within = subtract_counts(_planned(job), job.charged).get(key, 0) >= segment.steps
@@ -329,11 +445,15 @@ class Ledger:
         result: dict[str, Any] | None = None,
         report_path: str | None = None,
         expect_state: str | None = None,
+        attempt: str | None = None,
     ) -> Job:
         """End a job (succeeded, failed or cancelled) and release its unspent reservation.
 
         Idempotent: finishing a finished job returns it unchanged; with ``expect_state`` the job
         is only finished if it is still in that state.
+
+        Raises:
+            StaleAttemptError: ``attempt`` given and it no longer owns the job.
         """
         if state not in TERMINAL_STATES:
             raise LedgerError(f"not a terminal state: {state!r}")
@@ -345,9 +465,12 @@ class Ledger:
             session.refresh(job)
             if not job.active or (expect_state is not None and job.state != expect_state):
                 return job
+            if attempt is not None and job.attempt_token != attempt:
+                raise StaleAttemptError(f"job {job_id}: this attempt was fenced off")
             released = subtract_counts(_planned(job), job.charged)
             job.active = False
             job.state = state
+            job.attempt_token = None
             job.error = error
             job.finished_at = self._clock()
             if result is not None:

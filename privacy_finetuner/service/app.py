@@ -10,11 +10,13 @@ import gc
 import importlib
 import importlib.util
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from privacy_finetuner._version import __version__
@@ -28,7 +30,7 @@ from privacy_finetuner.errors import (
 from privacy_finetuner.ledger.db import Database
 from privacy_finetuner.ledger.store import Ledger
 from privacy_finetuner.service.deps import AppContext
-from privacy_finetuner.service.jobspec import load_base_config
+from privacy_finetuner.service.jobspec import load_base_config, load_server_policy
 from privacy_finetuner.service.logs import configure_logging
 from privacy_finetuner.service.metrics import ServiceMetrics
 from privacy_finetuner.service.middleware import ServiceMiddleware
@@ -65,9 +67,37 @@ def _init_sentry(settings: Settings) -> None:
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         send_default_pii=False,
+        include_local_variables=False,  # a frame's locals held the presented key and the DB URL
+        max_request_body_size="never",
         traces_sample_rate=0.0,
         release=f"privacy-finetuner@{__version__}",
+        before_send=scrub_event,
     )
+
+
+_KEY_RE = re.compile(r"pfk_[A-Za-z0-9]+_[A-Za-z0-9_-]+")
+_URL_PASSWORD_RE = re.compile(r"(\w+://[^:/@\s]*:)[^@\s]*@")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _URL_PASSWORD_RE.sub(r"\1***@", _KEY_RE.sub("pfk_***", value))
+    if isinstance(value, dict):
+        return {
+            k: "***" if str(k).lower() in _SECRET_FIELDS else _scrub(v) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+_SECRET_FIELDS = {"x-api-key", "authorization", "cookie", "vars", "data", "database_url"}
+
+
+def scrub_event(event: dict[str, Any], _hint: Any = None) -> dict[str, Any]:
+    """Sentry ``before_send``: no API keys, URL passwords, headers with secrets or locals."""
+    scrubbed: dict[str, Any] = _scrub(event)
+    return scrubbed
 
 
 def _error_handlers(app: FastAPI) -> None:
@@ -88,6 +118,17 @@ def _error_handlers(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(PrivacyFinetunerError, handle)
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        """422 without the submitted values (FastAPI's default echoes ``input``)."""
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in errors
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid)
 
 
 def _freeze_startup_heap() -> None:
@@ -126,6 +167,8 @@ def create_app(
     if settings.auto_migrate:
         upgrade_database(db)
     metrics = ServiceMetrics(db, noise_floor=settings.noise_multiplier_floor)
+    base_config = load_base_config(settings.privacy_config)
+    policy = load_server_policy(base_config, allow_insecure=settings.allow_insecure_jobs)
     ctx = AppContext(
         settings=settings,
         db=db,
@@ -137,7 +180,8 @@ def create_app(
         metrics=metrics,
         runner=make_runner(settings) if runner is _UNSET else runner,
         guard=_load_guard(settings.guard_strategies) if guard is _UNSET else guard,
-        base_config=load_base_config(settings.privacy_config),
+        base_config=base_config,
+        policy=policy,
     )
 
     @asynccontextmanager
@@ -158,6 +202,10 @@ def create_app(
         description="Differentially private fine-tuning as a service: data set privacy budgets "
         "enforced by a hash-chained ledger, training jobs, and the context guard.",
         lifespan=lifespan,
+        # the schema lists every route and field; served only when the operator enables it
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
     )
     app.state.ctx = ctx
     for module in (health, datasets, jobs, protect, admin):
@@ -168,6 +216,7 @@ def create_app(
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         log_requests=settings.log_requests,
+        max_upload_bytes=settings.max_upload_bytes,
     )
     return app
 

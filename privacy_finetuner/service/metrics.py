@@ -61,13 +61,21 @@ class LedgerCollector:
         self.ttl_s = ttl_s
         self._cached: tuple[float, _Snapshot] | None = None
         self._lock = threading.Lock()
+        #: (spent, remaining) by (data set, ledger head): a ledger whose head did not move is
+        #: never recomputed (every charge, reservation and release moves the head).
+        self._by_head: dict[tuple[str, str], tuple[float, float]] = {}
 
     def _snapshot(self) -> _Snapshot:
+        """The cached snapshot; refreshed outside the lock (only changed ledgers recompute)."""
         with self._lock:
-            now = time.monotonic()
-            if self._cached is None or now - self._cached[0] > self.ttl_s:
-                self._cached = (now, self._read())
-            return self._cached[1]
+            cached = self._cached
+        now = time.monotonic()
+        if cached is not None and now - cached[0] <= self.ttl_s:
+            return cached[1]
+        snap = self._read()
+        with self._lock:
+            self._cached = (now, snap)
+        return snap
 
     def _read(self) -> _Snapshot:
         with self.db.read_session() as session:
@@ -77,10 +85,16 @@ class LedgerCollector:
             ).all()
             running = session.scalars(select(Job).where(Job.state == "running")).all()
         rows = []
+        fresh: dict[tuple[str, str], tuple[float, float]] = {}
         for ds in datasets:
-            spent = epsilon_of(ds.charged, delta=ds.budget_delta)
-            left = self.ledger.budget(ds.id).remaining_epsilon
-            rows.append((ds.id, ds.name, ds.tenant, spent, ds.budget_epsilon, left))
+            key = (ds.id, ds.head_hash)
+            hit = self._by_head.get(key)
+            if hit is None:
+                spent = epsilon_of(ds.charged, delta=ds.budget_delta)
+                hit = (spent, self.ledger.budget(ds.id).remaining_epsilon)
+            fresh[key] = hit
+            rows.append((ds.id, ds.name, ds.tenant, hit[0], ds.budget_epsilon, hit[1]))
+        self._by_head = fresh
         return _Snapshot(
             datasets=rows,
             jobs=[(t, s, int(c)) for t, s, c in jobs],
@@ -147,7 +161,8 @@ class _View:
         self.tenant = tenant
 
     def collect(self) -> Iterator[Metric]:
-        yield from self.registry.collect()
+        if self.tenant is None:  # request counts span every tenant: the operator's only
+            yield from self.registry.collect()
         if self.ledger is not None:
             yield from self.ledger.families(self.tenant)
 

@@ -24,6 +24,8 @@ __all__ = ["ServiceMiddleware"]
 
 _log = logging.getLogger("privacy_finetuner.service.access")
 _RID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: The streaming upload endpoint has its own (much larger) limit, enforced there as well.
+_UPLOAD_RE = re.compile(r"^/v1/datasets/[^/]+/files$")
 
 
 class _BodyTooLarge(HTTPException):
@@ -59,8 +61,10 @@ class ServiceMiddleware:
         metrics: ServiceMetrics,
         max_body_bytes: int,
         log_requests: bool = True,
+        max_upload_bytes: int | None = None,
     ) -> None:
         self.app = app
+        self.max_upload_bytes = max_upload_bytes
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.log_requests = log_requests
@@ -77,6 +81,12 @@ class ServiceMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         status = 500
         limit = self.max_body_bytes
+        if (
+            self.max_upload_bytes is not None
+            and scope["method"] == "POST"
+            and _UPLOAD_RE.match(scope.get("path", ""))
+        ):
+            limit = self.max_upload_bytes
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status

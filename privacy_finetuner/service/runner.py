@@ -17,6 +17,7 @@ import datetime as dt
 import importlib
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from privacy_finetuner.accounting import DpSegment
 from privacy_finetuner.errors import (
@@ -34,9 +35,11 @@ from privacy_finetuner.errors import (
     ConfigError,
     LedgerError,
 )
+from privacy_finetuner.ledger import lifecycle
 from privacy_finetuner.ledger.db import Database
 from privacy_finetuner.ledger.models import Job, utcnow
-from privacy_finetuner.ledger.store import Ledger
+from privacy_finetuner.ledger.store import Ledger, StaleAttemptError
+from privacy_finetuner.service.reserved import ReservedPlan, reserved_plan
 from privacy_finetuner.service.settings import Settings
 
 __all__ = [
@@ -102,45 +105,74 @@ def _worker_name() -> str:
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, ctx: JobContext, job_id: str) -> None:
+    """Stamps the attempt's heartbeat; ``fenced`` is set once the attempt no longer owns the job."""
+
+    def __init__(self, ctx: JobContext, job_id: str, token: str) -> None:
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
         self.ctx = ctx
         self.job_id = job_id
+        self.token = token
         self.halt = threading.Event()
+        self.fenced = threading.Event()
 
     def run(self) -> None:
         while not self.halt.wait(self.ctx.settings.heartbeat_interval_s):
             try:
-                with self.ctx.db.write_session() as session:
-                    session.execute(
-                        update(Job)
-                        .where(Job.id == self.job_id, Job.state == "running")
-                        .values(heartbeat_at=utcnow())
-                    )
+                if not lifecycle.heartbeat(self.ctx.db, self.job_id, self.token):
+                    self.fenced.set()
+                    return
             except Exception:
                 _log.warning("heartbeat failed", extra={"job_id": self.job_id}, exc_info=True)
 
 
-def _claim(ctx: JobContext, job_id: str) -> Job | None:
-    with ctx.db.write_session() as session:
-        now = utcnow()
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == "queued", Job.cancel_requested.is_(False))
-            .values(
-                state="running",
-                attempts=Job.attempts + 1,
-                worker=_worker_name(),
-                heartbeat_at=now,
-                started_at=now,
-                run_dir=str(Path(ctx.settings.runs_dir) / job_id),
-            )
-        )
-        claimed = getattr(result, "rowcount", 0) == 1
-        job = session.get(Job, job_id)
-    if job is not None and not claimed and job.state == "queued" and job.cancel_requested:
-        ctx.ledger.finish_job(job_id, state="cancelled")
-    return job if claimed else None
+def _claim(ctx: JobContext, job_id: str) -> lifecycle.Claim | None:
+    claim = lifecycle.claim_job(
+        ctx.db, job_id, worker=_worker_name(), run_dir=str(Path(ctx.settings.runs_dir) / job_id)
+    )
+    if claim is None:
+        with ctx.db.read_session() as session:
+            job = session.get(Job, job_id)
+        if job is not None and job.state == "queued" and job.cancel_requested:
+            ctx.ledger.finish_job(job_id, state="cancelled")
+    return claim
+
+
+def _reserved(ctx: JobContext, job: Job) -> ReservedPlan:
+    segments = [DpSegment.from_dict(d) for d in job.planned]
+    first = segments[0]
+    from privacy_finetuner.ledger.models import Dataset
+
+    with ctx.db.read_session() as session:
+        ds = session.get(Dataset, job.dataset_id)
+    units = None
+    if ds is not None:
+        from privacy_finetuner.service.routes.datasets import planning_units
+
+        units = planning_units(ds)
+    if units is None:
+        cfg = job.config.get("data", {})
+        if cfg.get("path") is None and float(cfg.get("validation_split", 0.1)) == 0.0:
+            units = int(cfg.get("synthetic", {}).get("n", 2000))
+    return ReservedPlan(
+        noise_multiplier=first.noise_multiplier,
+        sample_rate=first.sample_rate,
+        steps=sum(s.steps for s in segments),
+        num_units=units,
+        noise_floor=ctx.settings.noise_multiplier_floor,
+    )
+
+
+def _check_data_path(ctx: JobContext, config: Any) -> None:
+    """The data file must still resolve inside a configured root (no symlink swapped in)."""
+    path = config.data.path
+    if path is None:
+        return
+    resolved = Path(path).resolve()
+    roots = [Path(ctx.settings.storage_root).resolve()]
+    if ctx.settings.data_root is not None:
+        roots.append(Path(ctx.settings.data_root).resolve())
+    if not any(resolved.is_relative_to(r) for r in roots):
+        raise ConfigError("the data set's file is not inside an allowed data root")
 
 
 def _result_summary(result: Any) -> dict[str, Any]:
@@ -153,38 +185,59 @@ def _result_summary(result: Any) -> dict[str, Any]:
 
 
 def execute_job(ctx: JobContext, job_id: str) -> str:
-    """Run one queued job to a terminal state; returns the state (or "skipped")."""
-    job = _claim(ctx, job_id)
-    if job is None:
+    """Run one queued job to a terminal state; returns the state ("skipped", "fenced").
+
+    The attempt owns the job through its token: a heartbeat, charge or finish that the ledger
+    refuses as stale (the job was re-queued and claimed again) stops this attempt at once, so
+    a paused worker that wakes up never charges or finishes a job another worker now runs.
+    """
+    claim = _claim(ctx, job_id)
+    if claim is None:
         return "skipped"
+    job, token = claim.job, claim.token
     log_extra = {"job_id": job_id, "dataset_id": job.dataset_id}
     _log.info("job started", extra={**log_extra, "worker": _worker_name()})
-    heartbeat = _Heartbeat(ctx, job_id)
+    heartbeat = _Heartbeat(ctx, job_id, token)
     heartbeat.start()
     stop_state = {"checked": 0.0, "stop": False}
+    floor = ctx.settings.noise_multiplier_floor
 
     def before_step(segment: DpSegment) -> None:
-        ctx.ledger.charge(job_id, segment)
+        if heartbeat.fenced.is_set():
+            raise StaleAttemptError(f"job {job_id}: this attempt was fenced off")
+        if floor is not None and segment.noise_multiplier < floor:
+            raise ConfigError(
+                f"noise multiplier {segment.noise_multiplier:g} is below the floor {floor:g}"
+            )
+        ctx.ledger.charge(job_id, segment, attempt=token)
 
     def should_stop() -> bool:
+        if heartbeat.fenced.is_set():
+            return True
         now = time.monotonic()
         if not stop_state["stop"] and now - stop_state["checked"] > 0.5:
             stop_state["checked"] = now
             with ctx.db.read_session() as session:
                 row = session.execute(
-                    select(Job.cancel_requested, Job.active).where(Job.id == job_id)
+                    select(Job.cancel_requested, Job.active, Job.attempt_token).where(
+                        Job.id == job_id
+                    )
                 ).one()
-            stop_state["stop"] = bool(row[0]) or not row[1]
+            stop_state["stop"] = bool(row[0]) or not row[1] or row[2] != token
         return bool(stop_state["stop"])
 
     def on_event(event: dict[str, Any]) -> None:
         _log.debug("job event", extra=log_extra)
+
+    def finish(**kwargs: Any) -> None:
+        ctx.ledger.finish_job(job_id, attempt=token, **kwargs)
 
     state = "failed"
     try:
         from privacy_finetuner.service.jobspec import validate_job_config
 
         config = validate_job_config(job.config)
+        _check_data_path(ctx, config)
         run_dir = Path(ctx.settings.runs_dir) / job_id
         run_dir.mkdir(parents=True, exist_ok=True)
         function = load_job_function(ctx.settings.job_function)
@@ -195,16 +248,21 @@ def execute_job(ctx: JobContext, job_id: str) -> str:
             "should_stop": should_stop,
             "on_event": on_event,
         }
-        if job.attempts > 1:
-            try:  # resume from the checkpoint of the lost attempt
-                result = function(config, resume=True, **kwargs)
-            except CheckpointError:
-                # died before its first checkpoint: start over; the steps it charged stay
-                # charged (over-charging is the safe side)
-                _log.warning("no checkpoint to resume; restarting", extra=log_extra)
+        with reserved_plan(_reserved(ctx, job)):
+            if job.attempts > 1:
+                try:  # resume from the checkpoint of the lost attempt
+                    result = function(config, resume=True, **kwargs)
+                except CheckpointError:
+                    # died before its first checkpoint: start over in a clean run directory (a
+                    # fresh run refuses a used one); the steps it charged stay charged
+                    _log.warning("no checkpoint to resume; restarting", extra=log_extra)
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    result = function(config, resume=False, **kwargs)
+            else:
                 result = function(config, resume=False, **kwargs)
-        else:
-            result = function(config, resume=False, **kwargs)
+        if heartbeat.fenced.is_set():
+            raise StaleAttemptError(f"job {job_id}: this attempt was fenced off")
         status = getattr(result, "status", "completed")
         error = None
         if status == "budget_exhausted":
@@ -214,26 +272,30 @@ def execute_job(ctx: JobContext, job_id: str) -> str:
         else:
             state = "succeeded"
         report = getattr(result, "report_path", None)
-        ctx.ledger.finish_job(
-            job_id,
+        finish(
             state=state,
             error=error,
             result=_result_summary(result),
             report_path=str(report) if report else None,
         )
+    except StaleAttemptError:
+        _log.warning("attempt fenced off; another attempt owns the job", extra=log_extra)
+        heartbeat.halt.set()
+        return "fenced"
     except BudgetExceededError as exc:
-        ctx.ledger.finish_job(job_id, state="failed", error=f"privacy budget exhausted: {exc}")
+        with contextlib.suppress(StaleAttemptError):
+            finish(state="failed", error=f"privacy budget exhausted: {exc}")
     except LedgerError as exc:  # reaped or finished elsewhere while running
         _log.warning("job stopped by the ledger", extra=log_extra)
         with contextlib.suppress(LedgerError):
-            ctx.ledger.finish_job(job_id, state="failed", error=str(exc))
+            finish(state="failed", error=str(exc))
     except Exception as exc:
         _log.exception("job failed", extra=log_extra)
-        ctx.ledger.finish_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        with contextlib.suppress(StaleAttemptError):
+            finish(state="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
     finally:
         heartbeat.halt.set()
-    final = ctx.ledger.db
-    with final.read_session() as session:
+    with ctx.db.read_session() as session:
         row = session.get(Job, job_id)
         state = row.state if row is not None else state
     _log.info("job finished", extra={**log_extra, "state": state})
@@ -241,31 +303,22 @@ def execute_job(ctx: JobContext, job_id: str) -> str:
 
 
 def reap_stale_jobs(ctx: JobContext, requeue: Callable[[str], None] | None = None) -> list[str]:
-    """Fail (or re-queue, while attempts remain) running jobs whose heartbeat stopped."""
-    cutoff = utcnow() - dt.timedelta(seconds=ctx.settings.heartbeat_timeout_s)
-    with ctx.db.read_session() as session:
-        stale = session.execute(
-            select(Job.id, Job.attempts).where(Job.state == "running", Job.heartbeat_at < cutoff)
-        ).all()
+    """Fail (or re-queue, while attempts remain) running jobs whose heartbeat stopped.
+
+    Re-queueing revokes the attempt token, so the silent worker is fenced off if it wakes.
+    """
+    timeout = ctx.settings.heartbeat_timeout_s
     reaped = []
-    for job_id, attempts in stale:
+    for job_id, attempts in lifecycle.stale_jobs(ctx.db, timeout):
         if requeue is not None and attempts < ctx.settings.max_job_attempts:
-            with ctx.db.write_session() as session:
-                result = session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.state == "running", Job.heartbeat_at < cutoff)
-                    .values(state="queued", worker=None)
-                )
-                if getattr(result, "rowcount", 0) != 1:
-                    continue
+            if not lifecycle.requeue_stale(ctx.db, job_id, timeout):
+                continue
             _log.warning("job lost its worker; re-queued to resume", extra={"job_id": job_id})
             requeue(job_id)
         else:
             _log.warning("job lost its worker; marked failed", extra={"job_id": job_id})
             ctx.ledger.finish_job(
-                job_id,
-                state="failed",
-                error=f"worker lost: no heartbeat for {ctx.settings.heartbeat_timeout_s:g}s",
+                job_id, state="failed", error=f"worker lost: no heartbeat for {timeout:g}s"
             )
         reaped.append(job_id)
     return reaped

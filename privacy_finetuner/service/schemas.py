@@ -41,7 +41,18 @@ class DatasetCreate(_In):
     budget_delta: float = Field(gt=0, lt=1, description="δ at which ε is accounted.")
     privacy_unit: Literal["example", "user"] = "example"
     num_units: int | None = Field(None, ge=1, description="Examples or users, to plan q.")
-    data_path: str | None = Field(None, max_length=1000, description="Where workers read it.")
+    data_path: str | None = Field(
+        None,
+        max_length=1000,
+        description="Operator keys only: a file under PF_DATA_ROOT that workers read. Tenants "
+        "bring data with POST /v1/datasets/{id}/files instead.",
+    )
+    tenant: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Operator keys only: register the data set for this tenant.",
+    )
     description: str = Field("", max_length=2000)
 
 
@@ -63,6 +74,8 @@ class DatasetPublic(BaseModel):
     active_jobs: int
     ledger_entries: int
     ledger_head: str
+    has_data: bool = False
+    upload: dict[str, Any] | None = None
 
 
 class LedgerEntryPublic(BaseModel):
@@ -78,13 +91,14 @@ class LedgerEntryPublic(BaseModel):
 
 
 class JobCreate(_In):
-    """Submit a training job against a data set's budget."""
+    """Submit a training job against a data set's budget.
+
+    There is no ``users`` field: a job trains on every user of its data set and is charged to
+    all of them (a client's list of users was only a label the trainer never applied).
+    """
 
     dataset_id: str = Field(min_length=1, max_length=40)
     config: dict[str, Any] = Field(default_factory=dict, description="A job config (as the CLI).")
-    users: list[str] | None = Field(
-        None, max_length=100_000, description="User ids the job trains on (per-user ledger)."
-    )
 
 
 class JobPublic(BaseModel):

@@ -111,6 +111,49 @@ class Settings(BaseSettings):
     job_timeout_s: int = Field(default=86_400, ge=1, validation_alias=_env("PF_JOB_TIMEOUT"))
     log_level: str = Field(default="INFO", validation_alias=_env("PF_LOG_LEVEL"))
     log_requests: bool = Field(default=True, validation_alias=_env("PF_LOG_REQUESTS"))
+    data_root: Path | None = Field(
+        default=None,
+        validation_alias=_env("PF_DATA_ROOT"),
+        description="PF_DATA_ROOT: the only directory operator keys may register server paths "
+        "under (resolved, no symlink escape); unset: registration by path is off.",
+    )
+    storage_root: Path = Field(
+        default=Path("data/uploads"),
+        validation_alias=_env("PF_STORAGE_ROOT"),
+        description="PF_STORAGE_ROOT: where uploaded data files are stored (one folder per tenant).",
+    )
+    max_upload_bytes: int = Field(
+        default=1 << 30,
+        ge=1024,
+        validation_alias=_env("PF_MAX_UPLOAD_BYTES"),
+        description="PF_MAX_UPLOAD_BYTES: largest upload, compressed and decompressed (413).",
+    )
+    allowed_models: list[str] = Field(
+        default=["tiny"],
+        validation_alias=_env("PF_ALLOWED_MODELS"),
+        description="PF_ALLOWED_MODELS: base models tenants may name ('tiny' and hub ids).",
+    )
+    allow_insecure_jobs: bool = Field(
+        default=False,
+        validation_alias=_env("PF_ALLOW_INSECURE_JOBS"),
+        description="PF_ALLOW_INSECURE_JOBS: accept privacy.secure_mode false (test deployments).",
+    )
+    trusted_proxies: list[str] = Field(
+        default=[],
+        validation_alias=_env("PF_TRUSTED_PROXIES"),
+        description="PF_TRUSTED_PROXIES: proxy addresses/CIDRs whose X-Forwarded-For is used.",
+    )
+    admission_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        validation_alias=_env("PF_ADMISSION_TIMEOUT"),
+        description="PF_ADMISSION_TIMEOUT: seconds a submission's ε may take; then 422.",
+    )
+    api_docs: bool = Field(
+        default=False,
+        validation_alias=_env("PF_API_DOCS"),
+        description="PF_API_DOCS: serve /docs and /openapi.json (off by default).",
+    )
     noise_multiplier_floor: float | None = Field(
         default=None,
         gt=0,

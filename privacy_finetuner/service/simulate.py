@@ -19,6 +19,7 @@ from typing import Any
 from privacy_finetuner.accounting import DpSegment, compute_epsilon
 from privacy_finetuner.ledger.budget import counts_from_segments, counts_to_segments
 from privacy_finetuner.service.jobspec import plan_job
+from privacy_finetuner.service.reserved import check_reserved_plan, current_reserved_plan
 
 __all__ = ["SimulatedRunResult", "simulated_run_job"]
 
@@ -47,8 +48,20 @@ def simulated_run_job(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = False,
 ) -> SimulatedRunResult:
-    """Charge the planned steps one by one; write a checkpoint and a JSON report."""
-    plan = plan_job(config)
+    """Charge the planned steps one by one; write a checkpoint and a JSON report.
+
+    Like the trainer, it checks its plan against the ledger's reservation before step 0 (it
+    plans from the reserved unit count, since it loads no data to count).
+    """
+    reserved = current_reserved_plan()
+    plan = plan_job(config, num_units=reserved.num_units if reserved is not None else None)
+    total = sum(s.steps for s in plan.segments)
+    check_reserved_plan(
+        noise_multiplier=plan.segments[0].noise_multiplier,
+        sample_rate=plan.segments[0].sample_rate,
+        steps=total,
+        num_units=reserved.num_units if reserved and reserved.num_units else 0,
+    )
     pause = float(os.environ.get("PF_SIM_STEP_SECONDS", "0"))
     ckpt = run_dir / "checkpoint.json"
     done = json.loads(ckpt.read_text())["steps"] if resume and ckpt.exists() else 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from privacy_finetuner.accounting import DpSegment, compute_epsilon
 from privacy_finetuner.errors import BudgetExceededError, ConfigError, LedgerError, NotFoundError
-from privacy_finetuner.ledger import Ledger, verify_ledger
+from privacy_finetuner.ledger import Job, Ledger, verify_ledger
 
 SEG = DpSegment(noise_multiplier=1.0, sample_rate=0.01, steps=50)
 
@@ -15,7 +17,7 @@ def _one(sigma: float = 1.0, q: float = 0.01) -> DpSegment:
     return DpSegment(noise_multiplier=sigma, sample_rate=q, steps=1)
 
 
-def _submit(ledger: Ledger, ds_id: str, planned: list[DpSegment], **kw: object):
+def _submit(ledger: Ledger, ds_id: str, planned: list[DpSegment], **kw: Any) -> Job:
     return ledger.submit_job(
         dataset_id=ds_id, tenant="t", planned=planned, config={}, clip_norm=1.0, delta=1e-5, **kw
     )
@@ -43,7 +45,9 @@ def test_spent_epsilon_is_pld_of_all_charged_steps(any_ledger: Ledger) -> None:
     assert status.committed_epsilon == pytest.approx(expected, rel=1e-9)  # all reserved spent
 
 
-def test_per_user_spend_counts_only_jobs_with_that_user(ledger: Ledger) -> None:
+def test_every_user_is_charged_for_every_job(ledger: Ledger) -> None:
+    """Issue 14 finding 4: a job trains on every user of its data set, so a user's ε is the
+    composition of all jobs (a client's ``users`` label was never applied by the trainer)."""
     ds = ledger.register_dataset(
         tenant="t", name="d", budget_epsilon=10, budget_delta=1e-5, privacy_unit="user"
     )
@@ -51,26 +55,75 @@ def test_per_user_spend_counts_only_jobs_with_that_user(ledger: Ledger) -> None:
         ledger,
         ds.id,
         [DpSegment(noise_multiplier=1.0, sample_rate=0.01, steps=4)],
-        users=["alice"],
         privacy_unit="user",
     )
     b = _submit(
         ledger,
         ds.id,
         [DpSegment(noise_multiplier=1.0, sample_rate=0.01, steps=2)],
-        users=["bob"],
         privacy_unit="user",
     )
     for _ in range(4):
         ledger.charge(a.id, _one())
     for _ in range(2):
         ledger.charge(b.id, _one())
-    alice = compute_epsilon(
-        [DpSegment(noise_multiplier=1.0, sample_rate=0.01, steps=4)], delta=1e-5
-    )
-    assert ledger.spent_epsilon(ds.id, user="alice") == pytest.approx(alice)
-    assert ledger.spent_epsilon(ds.id, user="carol") == 0.0
-    assert ledger.spent_epsilon(ds.id) > ledger.spent_epsilon(ds.id, user="alice")
+    both = compute_epsilon([DpSegment(noise_multiplier=1.0, sample_rate=0.01, steps=6)], delta=1e-5)
+    assert ledger.spent_epsilon(ds.id, user="alice") == pytest.approx(both)
+    assert ledger.spent_epsilon(ds.id, user="bob") == pytest.approx(both)
+    assert ledger.spent_epsilon(ds.id, user="carol") == pytest.approx(both)
+    with pytest.raises(TypeError):
+        _submit(ledger, ds.id, [SEG], privacy_unit="user", users=["alice"])
+
+
+def test_per_user_queries_and_jobs_on_per_example_data_are_refused(ledger: Ledger) -> None:
+    """A user with k traces of a per-example data set has up to about kε: the ledger refuses to
+    report the example-level ε as that user's, and refuses per-user jobs it cannot charge."""
+    ds = ledger.register_dataset(tenant="t", name="e", budget_epsilon=10, budget_delta=1e-5)
+    with pytest.raises(ConfigError, match="per example"):
+        ledger.spent_epsilon(ds.id, user="alice")
+    with pytest.raises(ConfigError, match="per-user job"):
+        _submit(ledger, ds.id, [SEG], privacy_unit="user")
+
+
+def test_stale_attempt_is_fenced_off(any_ledger: Ledger) -> None:
+    """Charge and finish with an attempt token that no longer owns the job are refused."""
+    from privacy_finetuner.ledger import lifecycle
+    from privacy_finetuner.ledger.store import StaleAttemptError
+
+    ledger = any_ledger
+    ds = ledger.register_dataset(tenant="t", name="f", budget_epsilon=10, budget_delta=1e-5)
+    job = _submit(ledger, ds.id, [DpSegment(noise_multiplier=1.0, sample_rate=0.01, steps=4)])
+    first = lifecycle.claim_job(ledger.db, job.id, worker="w1", run_dir="r")
+    assert first is not None
+    ledger.charge(job.id, _one(), attempt=first.token)
+    assert lifecycle.requeue_stale(ledger.db, job.id, timeout_s=-1.0)  # heartbeat "stale"
+    assert not lifecycle.heartbeat(ledger.db, job.id, first.token)
+    second = lifecycle.claim_job(ledger.db, job.id, worker="w2", run_dir="r")
+    assert second is not None and second.token != first.token
+    with pytest.raises(StaleAttemptError):
+        ledger.charge(job.id, _one(), attempt=first.token)
+    for _ in range(3):
+        ledger.charge(job.id, _one(), attempt=second.token)
+    with pytest.raises(StaleAttemptError):
+        ledger.finish_job(job.id, state="failed", attempt=first.token)
+    done = ledger.finish_job(job.id, state="succeeded", attempt=second.token)
+    assert done.state == "succeeded" and done.steps_done == 4
+    assert sum(done.charged.values()) == 4
+    assert verify_ledger(ledger.db).ok
+
+
+def test_admission_outside_the_lock_is_rechecked(ledger: Ledger) -> None:
+    """An ε computed on a stale snapshot of the commitments is not used."""
+    from privacy_finetuner.ledger.store import AdmissionChanged
+
+    ds = ledger.register_dataset(tenant="t", name="g", budget_epsilon=10, budget_delta=1e-5)
+    admission = ledger.admission(ds.id, [SEG])
+    _submit(ledger, ds.id, [SEG])  # the commitments move
+    with pytest.raises(AdmissionChanged):
+        _submit(ledger, ds.id, [SEG], admission=admission)
+    fresh = ledger.admission(ds.id, [SEG])
+    job = _submit(ledger, ds.id, [SEG], admission=fresh)
+    assert job.planned_epsilon == pytest.approx(fresh.projected_epsilon)
 
 
 def test_submission_refused_with_numbers_and_recorded(any_ledger: Ledger) -> None:

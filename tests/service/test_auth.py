@@ -15,6 +15,7 @@ PROTECTED = [
     ("GET", "/v1/datasets/ds_x"),
     ("GET", "/v1/datasets/ds_x/ledger"),
     ("GET", "/v1/datasets/ds_x/users/u1"),
+    ("POST", "/v1/datasets/ds_x/files"),
     ("POST", "/v1/jobs"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/job_x"),
@@ -27,7 +28,7 @@ PROTECTED = [
 
 
 def test_every_openapi_route_is_covered(env: Env) -> None:
-    spec = env.client.get("/openapi.json").json()
+    spec = env.app.openapi()
     routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     covered = {
         (
@@ -91,13 +92,52 @@ def test_tenant_isolation(env: Env) -> None:
 
 def test_failed_auth_is_counted_and_rate_limited(make_env: Callable[..., Env]) -> None:
     env = make_env(auth_failure_limit=5, auth_failure_window_s=60)
+    bad = {"X-API-Key": "pfk_abcdef012345_wrong"}
     for _ in range(5):
-        assert env.client.get("/v1/datasets", headers={"X-API-Key": "bad"}).status_code == 401
-    blocked = env.client.get("/v1/datasets", headers=env.h("read"))
+        assert env.client.get("/v1/datasets", headers=bad).status_code == 401
+    blocked = env.client.get("/v1/datasets", headers=bad)
     assert blocked.status_code == 429 and "Retry-After" in blocked.headers
+    # a valid key is verified first and never locked out by others' failures (same address)
+    assert env.client.get("/v1/datasets", headers=env.h("read")).status_code == 200
+    # the limit is per (client, key id): another bad key id from the same client is still 401
+    other = {"X-API-Key": "pfk_0123456789ab_wrong"}
+    assert env.client.get("/v1/datasets", headers=other).status_code == 401
     text = env.ctx.metrics.render()
-    assert b'auth_failures_total{reason="invalid"} 5.0' in text
+    assert b'auth_failures_total{reason="invalid"} 6.0' in text
     assert b'auth_failures_total{reason="rate_limited"} 1.0' in text
+
+
+def test_forwarded_for_is_trusted_only_from_configured_proxies(
+    make_env: Callable[..., Env],
+) -> None:
+    """A rotating X-Forwarded-For from an untrusted peer does not reset the limit; from a
+    trusted proxy it names the client, so one client's failures do not block another."""
+    env = make_env(auth_failure_limit=3, auth_failure_window_s=60)
+    bad = {"X-API-Key": "pfk_abcdef012345_wrong"}
+    for i in range(3):
+        headers = {**bad, "X-Forwarded-For": f"10.0.0.{i}"}
+        assert env.client.get("/v1/datasets", headers=headers).status_code == 401
+    rotated = {**bad, "X-Forwarded-For": "10.0.0.99"}
+    assert env.client.get("/v1/datasets", headers=rotated).status_code == 429  # not bypassed
+
+    proxied = make_env(
+        auth_failure_limit=3, auth_failure_window_s=60, trusted_proxies=["testclient"]
+    )
+    for _ in range(3):
+        headers = {**bad, "X-Forwarded-For": "203.0.113.7"}
+        assert proxied.client.get("/v1/datasets", headers=headers).status_code == 401
+    headers = {**bad, "X-Forwarded-For": "203.0.113.7"}
+    assert proxied.client.get("/v1/datasets", headers=headers).status_code == 429
+    headers = {**bad, "X-Forwarded-For": "198.51.100.2"}
+    assert proxied.client.get("/v1/datasets", headers=headers).status_code == 401
+
+
+def test_docs_and_schema_are_off_by_default(make_env: Callable[..., Env]) -> None:
+    env = make_env()
+    assert env.client.get("/openapi.json").status_code == 404
+    assert env.client.get("/docs").status_code == 404
+    on = make_env(api_docs=True)
+    assert on.client.get("/openapi.json").status_code == 200
 
 
 def test_revoked_key_is_refused(make_env: Callable[..., Env]) -> None:

@@ -64,8 +64,9 @@ def test_job_runs_to_completion_and_is_charged(running_env: Env) -> None:
     kinds = [e["kind"] for e in ledger.json()["items"]]
     assert kinds == ["register", "reserve"] + ["charge"] * 5 + ["release"]
     assert verify_ledger(env.ctx.db).ok
-    user = env.client.get(f"/v1/datasets/{ds['id']}/users/alice", headers=env.h("read")).json()
-    assert user["spent_epsilon"] == pytest.approx(after["spent_epsilon"])  # no users list: all
+    # a per-example data set does not bound a user's ε: the per-user query is refused
+    user = env.client.get(f"/v1/datasets/{ds['id']}/users/alice", headers=env.h("read"))
+    assert user.status_code == 409 and "per example" in user.json()["detail"]
     audit = env.client.get("/v1/audit", headers=env.h("admin")).json()["items"]
     assert {"dataset.create", "job.submit"} <= {a["action"] for a in audit}
 

@@ -62,7 +62,13 @@ def test_metrics_exposes_the_monitoring_series(env: Env) -> None:
         "/v1/jobs", json={"dataset_id": ds["id"], "config": tiny_config(5)}, headers=env.h("submit")
     )
     c.get("/v1/datasets", headers={"X-API-Key": "wrong"})
-    text = c.get("/metrics", headers=env.h("admin")).text
+    tenant_view = c.get("/metrics", headers=env.h("admin")).text
+    # request counts span every tenant: a tenant admin sees only its own ledger gauges
+    assert "http_requests_total" not in tenant_view and "auth_failures_total" not in tenant_view
+    assert f'privacy_epsilon_budget{{dataset="{ds["id"]}",name="m",tenant="acme"}} 3.0' in (
+        tenant_view
+    )
+    text = c.get("/metrics", headers=env.h("ops")).text
     for series in (
         'http_requests_total{method="POST",route="/v1/datasets",status="201"}',
         'http_request_duration_seconds_bucket{le="0.05",route="/v1/datasets"}',

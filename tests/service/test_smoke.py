@@ -31,6 +31,7 @@ def test_serve_and_smoke_test(tmp_path: Path) -> None:
         "PF_RUNS_DIR": str(tmp_path / "runs"),
         "PF_JOB_FUNCTION": SIMULATED,
         "PF_LOG_LEVEL": "WARNING",
+        "PF_OPERATOR_TENANT": "ops",  # request metrics are the operator's only
     }
     env.pop("REDIS_URL", None)
     cli = [sys.executable, "-m", "privacy_finetuner"]

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from privacy_finetuner.errors import BudgetExceededError, ConfigError, NotFoundError
 from privacy_finetuner.ledger.budget import epsilon_of
+from privacy_finetuner.ledger.lifecycle import request_cancel
 from privacy_finetuner.ledger.models import Job
+from privacy_finetuner.ledger.store import AdmissionChanged
+from privacy_finetuner.service.admission import epsilon_with_limit
 from privacy_finetuner.service.audit import record_audit
 from privacy_finetuner.service.deps import AppContext, CtxDep, PageParams, require
 from privacy_finetuner.service.jobspec import (
+    apply_policy,
+    check_bounds,
     check_submitted_config,
+    deep_merge,
     plan_job,
-    validate_job_config,
 )
+from privacy_finetuner.service.redact import redact_paths
+from privacy_finetuner.service.routes.datasets import planning_units
 from privacy_finetuner.service.schemas import ERROR_RESPONSES, JobCreate, JobPublic, Page
 from privacy_finetuner.service.security import Principal
 
@@ -36,6 +46,8 @@ router = APIRouter(
 Submitter = Annotated[Principal, require("submit")]
 Reader = Annotated[Principal, require("read")]
 Paging = Annotated[PageParams, Depends()]
+_log = logging.getLogger("privacy_finetuner.service.jobs")
+_IDEMPOTENCY_RE = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 
 
 def job_public(job: Job) -> JobPublic:
@@ -59,7 +71,7 @@ def job_public(job: Job) -> JobPublic:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        error=job.error,
+        error=redact_paths(job.error) if job.error else None,
         result=job.result,
     )
 
@@ -96,18 +108,37 @@ def _audit(
     response_model=JobPublic,
     responses={409: {"description": "Refused: the privacy budget would be exceeded"}},
 )
-def submit_job(body: JobCreate, ctx: CtxDep, who: Submitter, request: Request) -> Any:
-    """Validate the config, plan its DP steps, reserve them on the data set's budget, queue it."""
+def submit_job(
+    body: JobCreate,
+    ctx: CtxDep,
+    who: Submitter,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Any:
+    """Validate the config, plan its DP steps, reserve them on the data set's budget, queue it.
+
+    The operator's policy is applied after the tenant's config is merged onto the server's
+    (locked keys forced, bounds checked); ε is computed outside the ledger's write lock with a
+    time limit. With an ``Idempotency-Key`` header a retried submission returns the first job.
+    """
+    if idempotency_key is not None and not _IDEMPOTENCY_RE.match(idempotency_key):
+        raise HTTPException(status_code=422, detail="Idempotency-Key: 1-200 of [A-Za-z0-9._:-]")
     try:
         ds = ctx.ledger.get_dataset(body.dataset_id, tenant=who.tenant)
     except NotFoundError:
         raise HTTPException(status_code=404, detail="data set not found") from None
+    from privacy_finetuner.config import JobConfig
+
     try:
-        check_submitted_config(body.config)
-        config = validate_job_config(body.config, base=ctx.base_config)
+        check_submitted_config(body.config, allowed_models=ctx.settings.allowed_models)
+        merged = apply_policy(body.config, deep_merge(ctx.base_config, body.config), ctx.policy)
+        config = JobConfig.model_validate(merged)
+        check_bounds(config, ctx.policy)
         if ds.data_path:
             config.data.path = Path(ds.data_path)
-        plan = plan_job(config, num_units=ds.num_units)
+        plan = plan_job(config, num_units=planning_units(ds))
+        if plan.segments[0].steps > ctx.policy.bounds.get("training.max_steps", float("inf")):
+            raise ConfigError("the planned steps are above the operator's bound training.max_steps")
     except ValidationError as exc:
         _audit(ctx, request, who, "job.submit", ds.id, "invalid")
         return JSONResponse({"detail": _errors(exc)}, status_code=422)
@@ -117,18 +148,50 @@ def submit_job(body: JobCreate, ctx: CtxDep, who: Submitter, request: Request) -
     floor = ctx.settings.noise_multiplier_floor
     if floor is not None and any(s.noise_multiplier < floor for s in plan.segments):
         raise HTTPException(status_code=422, detail=f"noise multiplier below the floor {floor:g}")
+    config_json = config.model_dump(mode="json")
+    request_sha = hashlib.sha256(
+        json.dumps({"dataset": ds.id, "config": config_json}, sort_keys=True).encode()
+    ).hexdigest()
+    if idempotency_key is not None:
+        with ctx.db.read_session() as session:
+            prior = session.scalars(
+                select(Job).where(Job.tenant == who.tenant, Job.idempotency_key == idempotency_key)
+            ).one_or_none()
+        if prior is not None:
+            if prior.request_sha256 != request_sha:
+                raise HTTPException(
+                    status_code=422, detail="Idempotency-Key was already used for another request"
+                )
+            return job_public(prior)  # a retry: nothing reserved or enqueued again
+    timeout = ctx.settings.admission_timeout_s
+
+    def limited(counts: dict[str, int], delta: float) -> float:
+        return epsilon_with_limit(counts, delta=delta, timeout_s=timeout)
+
     try:
-        job = ctx.ledger.submit_job(
-            dataset_id=ds.id,
-            tenant=who.tenant,
-            planned=plan.segments,
-            config=config.model_dump(mode="json"),
-            clip_norm=plan.clip_norm,
-            delta=plan.delta,
-            privacy_unit=plan.privacy_unit,
-            users=body.users,
-            created_by=who.key_id,
-        )
+        for attempt in range(4):
+            admission = (
+                ctx.ledger.admission(ds.id, plan.segments, tenant=who.tenant, epsilon=limited)
+                if attempt < 3
+                else None  # busy data set: compute under the lock (commitments only grow)
+            )
+            try:
+                job = ctx.ledger.submit_job(
+                    dataset_id=ds.id,
+                    tenant=who.tenant,
+                    planned=plan.segments,
+                    config=config_json,
+                    clip_norm=plan.clip_norm,
+                    delta=plan.delta,
+                    privacy_unit=plan.privacy_unit,
+                    created_by=who.key_id,
+                    admission=admission,
+                    idempotency_key=idempotency_key,
+                    request_sha256=request_sha if idempotency_key else None,
+                )
+                break
+            except AdmissionChanged:
+                continue
     except BudgetExceededError as exc:
         _audit(
             ctx,
@@ -149,6 +212,7 @@ def submit_job(body: JobCreate, ctx: CtxDep, who: Submitter, request: Request) -
             status_code=409,
         )
     except ConfigError as exc:
+        _audit(ctx, request, who, "job.submit", ds.id, "invalid")
         raise HTTPException(status_code=422, detail=str(exc)) from None
     _audit(
         ctx,
@@ -160,8 +224,13 @@ def submit_job(body: JobCreate, ctx: CtxDep, who: Submitter, request: Request) -
         dataset_id=ds.id,
         planned_dataset_epsilon=job.planned_epsilon,
     )
-    if ctx.runner is not None:
-        ctx.runner.submit(job.id)
+    if ctx.runner is not None and job.state == "queued":
+        try:
+            ctx.runner.submit(job.id)
+        except Exception:
+            # The reservation is committed: answering 500 would make a client retry and spend
+            # ε twice. The job stays queued; the reaper re-enqueues queued jobs it cannot find.
+            _log.warning("enqueue failed; job left queued for the reaper", extra={"job_id": job.id})
     return job_public(job)
 
 
@@ -216,10 +285,7 @@ def cancel_job(job_id: str, ctx: CtxDep, who: Submitter, request: Request) -> Jo
     job = _get(ctx, job_id, who.tenant)
     if not job.active:
         raise HTTPException(status_code=409, detail=f"job is already {job.state}")
-    with ctx.db.write_session() as session:
-        row = session.get(Job, job_id)
-        if row is not None:
-            row.cancel_requested = True
+    request_cancel(ctx.db, job_id)
     ctx.ledger.finish_job(job_id, state="cancelled", expect_state="queued")
     _audit(ctx, request, who, "job.cancel", job_id, "ok")
     return job_public(_get(ctx, job_id, who.tenant))
@@ -239,8 +305,9 @@ def get_report(job_id: str, ctx: CtxDep, who: Reader) -> Response:
         if resolved.is_file() and resolved.is_relative_to(runs):
             text = resolved.read_text(encoding="utf-8")
             if resolved.suffix == ".json":
+                report = redact_paths(json.loads(text))
                 return JSONResponse(
-                    {"job": job_public(job).model_dump(mode="json"), "report": json.loads(text)}
+                    {"job": job_public(job).model_dump(mode="json"), "report": report}
                 )
-            return PlainTextResponse(text, media_type="text/markdown")
+            return PlainTextResponse(redact_paths(text), media_type="text/markdown")
     raise HTTPException(status_code=404, detail="no report for this job")
