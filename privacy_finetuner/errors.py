@@ -23,7 +23,6 @@ __all__ = [
     "GuardKeyError",
     "InvalidParameterError",
     "LedgerError",
-    "LedgerIntegrityError",
     "MissingDependencyError",
     "ModelError",
     "NotFoundError",
@@ -119,10 +118,6 @@ class ModelError(PrivacyFinetunerError):
 
 class LedgerError(PrivacyFinetunerError):
     """The privacy-budget ledger cannot record or answer."""
-
-
-class LedgerIntegrityError(LedgerError):
-    """The ledger's hash chain is broken: an entry was edited, reordered or deleted."""
 
 
 class AuthError(PrivacyFinetunerError):
