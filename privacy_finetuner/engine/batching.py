@@ -1,4 +1,10 @@
-"""Per-example causal-LM loss and the split of a logical batch into physical micro-batches."""
+"""Per-example causal-LM loss and the split of a logical batch into physical micro-batches.
+
+A batch is either a dict of batch-first tensors (Hugging Face style, read by
+:func:`causal_lm_loss`) or a tuple of batch-first tensors, as a ``TensorDataset`` yields them
+(Opacus tutorials); a tuple batch needs a ``loss_fn`` that says how to read it, e.g.
+``lambda model, b: F.cross_entropy(model(b[0]), b[1], reduction="none")``.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,18 @@ from torch.nn import functional as F
 
 from privacy_finetuner.engine.contributions import promote
 
-__all__ = ["LossFn", "causal_lm_loss", "micro_batches", "slice_batch", "to_device"]
+__all__ = [
+    "LossFn",
+    "batch_values",
+    "causal_lm_loss",
+    "micro_batches",
+    "slice_batch",
+    "to_device",
+]
 
 #: ``loss_fn(model, batch) -> (B,)`` per-example losses; the engine backpropagates their sum.
-LossFn = Callable[[nn.Module, Mapping[str, Any]], Tensor]
+#: ``batch`` is what the loader's ``collate_fn`` returned: a dict, or a tuple of tensors.
+LossFn = Callable[[nn.Module, Any], Tensor]
 
 
 def causal_lm_loss(model: nn.Module, batch: Mapping[str, Any]) -> Tensor:
@@ -39,19 +53,34 @@ def causal_lm_loss(model: nn.Module, batch: Mapping[str, Any]) -> Tensor:
     return tokens.sum(1) / count.clamp_min(1).to(tokens.dtype)
 
 
-def slice_batch(batch: Mapping[str, Any], start: int, stop: int, size: int) -> dict[str, Any]:
-    """Rows ``start:stop`` of every batch-first tensor (other values are passed through)."""
-    return {
-        k: v[start:stop] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == size else v
-        for k, v in batch.items()
-    }
+def batch_values(batch: Any) -> list[Any]:
+    """The values of a dict batch, or the items of a tuple batch."""
+    return list(batch.values()) if isinstance(batch, Mapping) else list(batch)
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def slice_batch(batch: Any, start: int, stop: int, size: int) -> Any:
+    """Rows ``start:stop`` of every batch-first tensor (other values are passed through); a
+    dict stays a dict, a tuple a tuple."""
+
+    def rows(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == size:
+            return v[start:stop]
+        return v
+
+    if isinstance(batch, Mapping):
+        return {k: rows(v) for k, v in batch.items()}
+    return tuple(rows(v) for v in batch)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
     """Move the batch's tensors to the model's device (a no-op for tensors already there)."""
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()
-    }
+
+    def move(v: Any) -> Any:
+        return v.to(device, non_blocking=True) if isinstance(v, Tensor) else v
+
+    if isinstance(batch, Mapping):
+        return {k: move(v) for k, v in batch.items()}
+    return tuple(move(v) for v in batch)
 
 
 def micro_batches(unit_index: Tensor, max_size: int) -> Iterator[tuple[int, int]]:

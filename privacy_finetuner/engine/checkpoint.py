@@ -1,8 +1,10 @@
-"""Checkpoints that resume a DP run exactly: same ε, and with a fixed seed, same parameters.
+"""Checkpoints that resume a DP run: same ε, and outside secure mode, the same parameters.
 
-Besides model and optimizer, a DP run's state is its accountant history (else ε restarts from 0)
-and its sampler and noise RNG states (else the sample path and noise drift from the uninterrupted
-run). The DP parameters σ, C, q and the privacy unit are stored and checked on load, so a resumed
+Besides model and optimizer, a DP run's state is its accountant history (else ε restarts from 0).
+Outside secure mode the sampler and noise RNG states are saved too, so a resumed test run replays
+the uninterrupted one exactly; in secure mode there is no such state (every draw is fresh OS
+entropy), so a resumed run draws fresh batches and fresh noise, and nothing in the checkpoint
+lets anyone regenerate the noise of the steps already released. The DP parameters σ, C, q and the privacy unit are stored and checked on load, so a resumed
 run cannot silently change the mechanism the history describes.
 """
 
@@ -30,7 +32,7 @@ def _dp_params(engine: PrivacyEngine) -> dict[str, Any]:
         "max_grad_norm": engine.max_grad_norm,
         "sample_rate": engine.sample_rate,
         "privacy_unit": engine.privacy_unit,
-        "epsilon_valid": engine.epsilon_valid,
+        "invalid_reasons": list(engine.invalid_reasons),
     }
 
 
@@ -83,7 +85,12 @@ def load_engine_checkpoint(
     module.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     engine.accountant.load_state_dict(state["accountant"])
-    engine.epsilon_valid = bool(saved["epsilon_valid"]) and engine.epsilon_valid
+    reasons = saved.get("invalid_reasons")
+    if reasons is None:  # written before reasons were recorded
+        reasons = [] if saved.get("epsilon_valid", True) else ["ε was not valid before resuming"]
+    for reason in reasons:
+        if reason not in engine.invalid_reasons:  # steps taken before count as they were taken
+            engine.invalid_reasons.append(str(reason))
     loader = engine.poisson_loader
     if loader is not None and state["sampler"] is not None:
         loader.load_state_dict(state["sampler"])

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from privacy_finetuner.engine.sampler import PoissonBatch, PoissonDataLoader
+from privacy_finetuner.engine.sampler import PoissonBatch, PoissonDataLoader, PoissonTupleBatch
 from privacy_finetuner.errors import EngineError
 
 __all__ = [
@@ -313,7 +313,7 @@ class DistributedPoissonLoader(PoissonDataLoader):
         )
         self.data_parallel = dp
 
-    def sample(self) -> PoissonBatch:
+    def sample(self) -> PoissonBatch | PoissonTupleBatch:
         """This rank's share of the next logical batch (drawn on rank 0, broadcast)."""
         dp = self.data_parallel
         members = self.draw() if dp.rank == SAMPLING_RANK else None

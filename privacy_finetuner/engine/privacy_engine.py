@@ -12,6 +12,13 @@ One logical step (see ``docs/engine.md`` and the design note):
 
 With ``data_parallel`` (see :mod:`.distributed`) the logical batch is split across ranks, rank 0
 adds the noise to its share and the clipped sums are all-reduced before step 3's division.
+
+No gradient reaches the optimizer without passing through the clipper: the returned optimizer
+refuses ``step()`` unless the engine privatised the gradients it is about to apply (so the
+Opacus-style ``loss.backward(); optimizer.step()`` raises instead of silently training without
+DP), ``make_private`` refuses optimizer parameters the module does not hold, every backward is
+preceded by a walk of the autograd graph that refuses leaves outside the clipper, and a forward
+that changes a buffer (running statistics carry data of the whole batch) is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +42,7 @@ from privacy_finetuner.accounting import (
 )
 from privacy_finetuner.engine.batching import (
     LossFn,
+    batch_values,
     causal_lm_loss,
     micro_batches,
     slice_batch,
@@ -48,11 +57,22 @@ from privacy_finetuner.engine.distributed import (
     all_reduce_sum_,
     broadcast_module,
 )
-from privacy_finetuner.engine.noise import NoiseSource
+from privacy_finetuner.engine.noise import NoiseSource, os_seed
 from privacy_finetuner.engine.sampler import PoissonDataLoader, make_poisson_loader
-from privacy_finetuner.errors import EngineError, InvalidParameterError, PrivacyWarning
+from privacy_finetuner.errors import (
+    EngineError,
+    InvalidParameterError,
+    PrivacyWarning,
+    UnsupportedModuleError,
+)
 
-__all__ = ["PrivacyEngine", "StepResult"]
+__all__ = ["Mechanism", "PrivacyEngine", "StepResult"]
+
+_NOT_SECURE = (
+    "secure_mode is off: noise and Poisson sampling come from a seeded, replayable generator, so "
+    "anyone who knows the seed can remove the noise and knows every batch"
+)
+_NOT_POISSON = "batches were not Poisson-sampled (poisson_sampling=False)"
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +94,44 @@ class StepResult:
     stopped: bool = False
 
 
+@dataclass(frozen=True)
+class Mechanism:
+    """The mechanism the engine actually runs, for checks on what runs rather than on a plan
+    (e.g. a service's noise-multiplier floor, or a trainer comparing against its reservation).
+
+    Attributes:
+        noise_multiplier: σ of the noise added per step (std σ·C per coordinate).
+        sample_rate: q, the per-step inclusion probability the accountant composes.
+        max_grad_norm: C.
+        privacy_unit: "example" or "user".
+        num_units: N, the units the sampler draws from (None without Poisson sampling).
+        expected_batch_size: q·N, the divisor of the noised sum.
+        secure_mode: noise and sampling from OS entropy.
+        epsilon_valid: whether the accountant's ε is a guarantee for this run.
+        invalid_reasons: why not, if it is not.
+    """
+
+    noise_multiplier: float
+    sample_rate: float
+    max_grad_norm: float
+    privacy_unit: str
+    num_units: int | None
+    expected_batch_size: float
+    secure_mode: bool
+    epsilon_valid: bool
+    invalid_reasons: tuple[str, ...]
+
+
 class PrivacyEngine:
     """DP-SGD for PyTorch / Hugging Face models, per example or per user.
 
     Args:
         accountant: "pld" (tight) or "rdp".
-        secure_mode: draw noise and samples from generators seeded by the OS CSPRNG each step.
-            Off, runs are reproducible from ``seed`` — fine for experiments, not for production.
-        seed: seed of the sampler and noise generators when not in secure mode (None: from the OS).
+        secure_mode: (default) Poisson sampling straight from ``os.urandom`` and noise from
+            generators freshly seeded with 192 OS bits every draw (see :mod:`.noise`). Off, runs
+            are reproducible from ``seed`` and :attr:`epsilon_valid` is False: tests only.
+        seed: seed of the sampler and noise generators when not in secure mode (None: from the
+            OS); ignored in secure mode, where the seed may be public.
         data_parallel: this rank's place in a data-parallel run (:mod:`.distributed`); every rank
             then works on its share of each logical batch, rank 0 samples and draws the noise.
     """
@@ -89,7 +139,7 @@ class PrivacyEngine:
     def __init__(
         self,
         accountant: str = "pld",
-        secure_mode: bool = False,
+        secure_mode: bool = True,
         seed: int | None = None,
         *,
         data_parallel: DataParallel | None = None,
@@ -109,7 +159,7 @@ class PrivacyEngine:
         self.max_grad_norm = 0.0
         self.sample_rate = 0.0
         self.privacy_unit = "example"
-        self.epsilon_valid = True
+        self.invalid_reasons: list[str] = [] if secure_mode else [_NOT_SECURE]
         self.max_physical_batch_size = 8
         self.autocast_dtype: torch.dtype | None = None
         self.module: nn.Module | None = None
@@ -121,6 +171,43 @@ class PrivacyEngine:
         self.target_epsilon: float | None = None
         self.target_delta: float | None = None
         self._step_limit: int | None = None
+        self._trainable_ids: frozenset[int] = frozenset()
+        self._privatised: dict[int, tuple[Tensor, int]] | None = None
+
+    @property
+    def epsilon_valid(self) -> bool:
+        """Whether the reported ε is a guarantee: secure mode and Poisson sampling."""
+        return not self.invalid_reasons
+
+    @property
+    def mechanism(self) -> Mechanism:
+        """The (σ, q, C, unit, N) this engine runs now (after :meth:`make_private`)."""
+        if self.clipper is None:
+            raise EngineError("call make_private first")
+        loader = self.poisson_loader
+        return Mechanism(
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            max_grad_norm=self.max_grad_norm,
+            privacy_unit=self.privacy_unit,
+            num_units=loader.num_units if loader is not None else None,
+            expected_batch_size=self.expected_batch_size,
+            secure_mode=self.secure_mode,
+            epsilon_valid=self.epsilon_valid,
+            invalid_reasons=tuple(self.invalid_reasons),
+        )
+
+    def require_noise_floor(self, floor: float) -> None:
+        """Raise unless the σ that actually runs is at least ``floor`` (an operator's minimum).
+
+        Raises:
+            InvalidParameterError: σ < floor.
+        """
+        if self.noise_multiplier < floor:
+            raise InvalidParameterError(
+                f"the engine runs noise multiplier σ = {self.noise_multiplier:.6g}, below the "
+                f"floor {floor:g}"
+            )
 
     # -- set-up -------------------------------------------------------------------------------
     def make_private(
@@ -158,7 +245,9 @@ class PrivacyEngine:
         Raises:
             InvalidParameterError: σ < 0, C ≤ 0, a bad unit or physical batch size.
             SamplingError: the loader cannot be Poisson-sampled and ``poisson_sampling`` is True.
-            UnsupportedModuleError: the model contains BatchNorm or similar.
+            UnsupportedModuleError: the model contains BatchNorm or similar, or a module that
+                tracks running statistics.
+            EngineError: the optimizer holds a parameter that ``module`` does not.
         """
         if self.clipper is not None:
             raise EngineError("make_private was already called on this engine")
@@ -179,9 +268,14 @@ class PrivacyEngine:
         loader = self._wrap_loader(
             data_loader, privacy_unit, max_examples_per_user, user_ids, poisson_sampling
         )
+        _refuse_running_stats(module)
+        _refuse_foreign_optimizer_params(module, optimizer)
         if self.data_parallel is not None:
             broadcast_module(module, self.data_parallel)
         self.clipper = GradClipper(module, max_grad_norm=max_grad_norm)
+        self._trainable_ids = frozenset(id(p) for p in self.clipper.params)
+        optimizer.register_step_pre_hook(self._guard_optimizer_step)
+        optimizer.register_step_post_hook(self._after_optimizer_step)
         self.noise = NoiseSource(
             device=self.clipper.params[0].device, secure_mode=self.secure_mode, seed=self.seed
         )
@@ -202,9 +296,8 @@ class PrivacyEngine:
     ) -> Any:
         by_user = privacy_unit == "user"
         if poisson_sampling:
-            generator = torch.Generator().manual_seed(
-                int.from_bytes(os.urandom(8), "little") >> 1 if self.seed is None else self.seed
-            )
+            seed = os_seed() if self.seed is None or self.secure_mode else self.seed
+            generator = torch.Generator().manual_seed(seed)
             loader = make_poisson_loader(
                 data_loader,
                 user_ids=user_ids,
@@ -236,7 +329,7 @@ class PrivacyEngine:
             PrivacyWarning,
             stacklevel=3,
         )
-        self.epsilon_valid = False
+        self.invalid_reasons.append(_NOT_POISSON)
         self.sample_rate = batch_size / len(dataset)
         self.expected_batch_size = float(batch_size)
         return data_loader
@@ -318,7 +411,7 @@ class PrivacyEngine:
         """ε(δ) spent so far (per unit); see :attr:`epsilon_valid`."""
         if not self.epsilon_valid:
             warnings.warn(
-                "ε is not valid: this run did not use Poisson sampling",
+                "ε is not valid as a guarantee for this run: " + "; ".join(self.invalid_reasons),
                 PrivacyWarning,
                 stacklevel=2,
             )
@@ -334,10 +427,16 @@ class PrivacyEngine:
     def step(self, batch: Any, loss_fn: LossFn | None = None) -> StepResult:
         """One DP-SGD step on a logical batch: clip, noise, ``optimizer.step()``, account.
 
+        This is the training step: ``optimizer.step()`` on its own refuses gradients that did not
+        come from the engine (a plain ``loss.backward()`` is neither clipped nor noised).
+
         Args:
-            batch: a logical batch from the returned loader (dict of batch-first tensors).
+            batch: a logical batch from the returned loader (dict of batch-first tensors, or a
+                tuple of them such as a ``TensorDataset`` yields).
             loss_fn: ``loss_fn(model, batch) -> (B,)`` per-example losses; default: causal-LM
-                mean over each example's target tokens (labels -100 ignored).
+                mean over each example's target tokens (labels -100 ignored); required for
+                tuple batches, e.g. ``lambda m, b: F.cross_entropy(m(b[0]), b[1],
+                reduction="none")``.
 
         Returns:
             The :class:`StepResult`; ``stopped`` if the budget is spent (nothing happens then).
@@ -349,7 +448,34 @@ class PrivacyEngine:
         optimizer.step()
         for p in clipper.params:
             p.grad = None
+        self._privatised = None
         return result
+
+    def _guard_optimizer_step(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        """Optimizer pre-step hook: only gradients the engine privatised may be applied."""
+        recorded = self._privatised
+        if recorded is None:
+            raise EngineError(
+                "optimizer.step() was called on gradients that did not come from the privacy "
+                "engine: a plain loss.backward() is neither clipped nor noised nor accounted. "
+                "Call engine.step(batch, loss_fn) instead (or engine.privatize_gradients(batch, "
+                "loss_fn) and then optimizer.step())"
+            )
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                seen = recorded.get(id(p))
+                if seen is None or seen[0] is not p.grad or seen[1] != p.grad._version:
+                    raise EngineError(
+                        "a gradient changed after engine.privatize_gradients (another "
+                        "backward, or a parameter outside the private module): refusing to "
+                        "apply a gradient that was not clipped and noised; call "
+                        "optimizer.zero_grad() and engine.step(batch, loss_fn)"
+                    )
+
+    def _after_optimizer_step(self, *_: Any) -> None:
+        self._privatised = None  # one privatised gradient, one optimizer step
 
     def _units(self, batch: Any, size: int) -> tuple[Tensor, int]:
         unit_index = getattr(batch, "unit_index", None)
@@ -367,8 +493,15 @@ class PrivacyEngine:
         accountant step is recorded per call, even for an empty batch.
         """
         module, _, clipper, noise = self._require()
-        loss_fn = loss_fn or causal_lm_loss
-        tensors = [v for v in batch.values() if isinstance(v, Tensor) and v.dim() > 0]
+        self._privatised = None
+        if loss_fn is None:
+            if not isinstance(batch, Mapping):
+                raise EngineError(
+                    f"a {type(batch).__name__} batch needs loss_fn(model, batch) -> (B,) "
+                    "per-example losses: the default causal-LM loss reads a dict with labels"
+                )
+            loss_fn = causal_lm_loss
+        tensors = [v for v in batch_values(batch) if isinstance(v, Tensor) and v.dim() > 0]
         size = int(tensors[0].shape[0]) if tensors else 0
         unit_index, num_units = self._units(batch, size)
         clipper.reset()
@@ -379,14 +512,18 @@ class PrivacyEngine:
             local = unit_index[start:stop] - unit_index[start]
             clipper.begin(stop - start)
             try:
+                buffers = _buffer_versions(module)
                 with self._forward_precision(device):
                     losses = loss_fn(module, micro)
+                _refuse_changed_buffers(module, buffers)
                 if losses.shape != (stop - start,):
                     raise EngineError(
                         f"loss_fn must return shape ({stop - start},), got "
                         f"{tuple(losses.shape)}"
                     )
-                losses.sum().backward()  # type: ignore[no-untyped-call]
+                total = losses.sum()
+                _refuse_foreign_leaves(total, self._trainable_ids)
+                total.backward()  # type: ignore[no-untyped-call]
             finally:
                 clipper.end()
             by_unit = None if self.privacy_unit == "example" else local.to(losses.device)
@@ -398,6 +535,9 @@ class PrivacyEngine:
             unit_losses[unit_index[start] : unit_index[start] + len(counts)] = per_unit / counts
         self._add_noise_and_scale(clipper, noise)
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+        self._privatised = {
+            id(p): (p.grad, p.grad._version) for p in clipper.params if p.grad is not None
+        }
         if self.data_parallel is not None:
             return self._global_result(unit_losses, size)
         loss = float(unit_losses.mean()) if num_units else math.nan
@@ -461,3 +601,81 @@ class PrivacyEngine:
     def poisson_loader(self) -> PoissonDataLoader | None:
         """The engine's Poisson loader, or None when ``poisson_sampling=False``."""
         return self.data_loader if isinstance(self.data_loader, PoissonDataLoader) else None
+
+
+# -- what the engine cannot clip ------------------------------------------------------------------
+def _refuse_running_stats(module: nn.Module) -> None:
+    """Refuse modules that keep running statistics (InstanceNorm/BatchNorm with
+    ``track_running_stats``): they are updated from the whole batch in every training forward,
+    unclipped and un-noised, and saved with the model."""
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            continue  # refused by the clipper, with the reason that applies to it
+        tracked = getattr(sub, "running_mean", None) is not None
+        if getattr(sub, "track_running_stats", False) and tracked:
+            raise UnsupportedModuleError(
+                f"{name or 'model'} ({type(sub).__name__}) tracks running statistics of the "
+                "training data, which are released with the model without clipping or noise; "
+                "use track_running_stats=False, GroupNorm or LayerNorm"
+            )
+
+
+def _refuse_foreign_optimizer_params(module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Every parameter the optimizer updates must be one the clipper can see."""
+    held = {id(p) for p in module.parameters()}
+    for g, group in enumerate(optimizer.param_groups):
+        for i, p in enumerate(group["params"]):
+            if id(p) not in held:
+                raise EngineError(
+                    f"optimizer parameter param_groups[{g}]['params'][{i}] (shape "
+                    f"{tuple(p.shape)}) is not a parameter of the private module, so its "
+                    "gradient could not be clipped per unit; register it on the module (or "
+                    "leave it out of the optimizer)"
+                )
+
+
+def _buffer_versions(module: nn.Module) -> list[tuple[str, Tensor, int]]:
+    return [(name, buf, buf._version) for name, buf in module.named_buffers()]
+
+
+def _refuse_changed_buffers(module: nn.Module, before: list[tuple[str, Tensor, int]]) -> None:
+    """A forward that writes a buffer stores data-dependent state that no clipping covers."""
+    now = dict(module.named_buffers())
+    for name, buf, version in before:
+        if now.get(name) is not buf or buf._version != version:
+            raise UnsupportedModuleError(
+                f"buffer '{name}' changed during a training forward pass: it would carry "
+                "unclipped, un-noised statistics of the batch into the saved model; freeze the "
+                "module that updates it (eval mode) or remove the buffer"
+            )
+    if len(now) != len(before):
+        raise UnsupportedModuleError(
+            "a buffer was registered during a training forward pass (data-dependent state)"
+        )
+
+
+def _refuse_foreign_leaves(root: Tensor, allowed: frozenset[int]) -> None:
+    """Before the backward: every leaf that would receive a gradient must be clipped.
+
+    Walks the autograd graph of ``root`` (each node once); a leaf is an ``AccumulateGrad``
+    node's ``variable``. A tensor outside the clipper (a parameter used only in ``loss_fn``, an
+    input with ``requires_grad``) would receive the raw, unclipped sum of the batch.
+    """
+    start = root.grad_fn
+    if start is None:
+        return
+    seen: set[Any] = set()
+    stack = [start]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)
+        if leaf is not None and id(leaf) not in allowed:
+            raise EngineError(
+                f"a tensor of shape {tuple(leaf.shape)} that is not a trainable parameter of "
+                "the private module requires grad and would receive an unclipped gradient "
+                "from this batch; make it a parameter of the module, or detach it"
+            )
+        stack.extend(child for child, _ in node.next_functions if child is not None)

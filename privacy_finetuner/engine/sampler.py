@@ -8,7 +8,9 @@ mechanism, which is why the engine refuses loaders it cannot re-sample this way.
 
 from __future__ import annotations
 
+import math
 import os
+import random
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
@@ -19,27 +21,51 @@ from torch.utils.data import Dataset
 from privacy_finetuner.errors import InvalidParameterError, SamplingError
 
 __all__ = [
+    "GRID_BITS",
     "PoissonBatch",
     "PoissonDataLoader",
+    "PoissonTupleBatch",
     "group_units",
+    "inclusion_threshold",
     "make_poisson_loader",
-    "secure_generator",
 ]
 
+#: Inclusion is decided on integers: unit joins iff a uniform draw in [0, 2⁵³) < ⌊q·2⁵³⌋.
+GRID_BITS = 53
+_SYSTEM_RANDOM = random.SystemRandom()
 
-def secure_generator() -> torch.Generator:
-    """A fresh generator seeded from the OS CSPRNG (``os.urandom``), for secure mode."""
-    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+
+def inclusion_threshold(sample_rate: float) -> int:
+    """⌊q·2⁵³⌋: the realised inclusion probability is this / 2⁵³, within 2⁻⁵³ of q and never
+    above it, so the accountant's q is an upper bound (float32 ``torch.rand`` would round q to
+    the 2⁻²⁴ grid, and ``rand < q`` can realise a q larger than the one accounted)."""
+    return math.floor(math.ldexp(sample_rate, GRID_BITS))  # exact: scaling by a power of 2
+
+
+def _os_uniform_ints(n: int) -> Tensor:
+    """n independent uniform integers in [0, 2⁵³) straight from ``os.urandom`` (no PRNG)."""
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
+    raw = torch.frombuffer(bytearray(os.urandom(8 * n)), dtype=torch.int64)
+    return torch.bitwise_and(raw, 2**GRID_BITS - 1)
 
 
 class PoissonBatch(dict[str, Any]):
-    """A collated logical batch plus which sampled unit each example belongs to.
+    """A collated logical batch (a dict) plus which sampled unit each example belongs to.
 
     Attributes:
         unit_index: (B,) long tensor, example → unit position ``0..num_units-1``; a unit's
             examples are contiguous.
         num_units: number of sampled units (users or examples) in this batch.
     """
+
+    unit_index: Tensor
+    num_units: int
+
+
+class PoissonTupleBatch(tuple[Any, ...]):
+    """A logical batch collated as a tuple (e.g. a ``TensorDataset``'s ``(x, y)``), with the
+    same ``unit_index`` and ``num_units`` as :class:`PoissonBatch`; unpacks like a tuple."""
 
     unit_index: Tensor
     num_units: int
@@ -58,12 +84,13 @@ class PoissonDataLoader:
 
     Args:
         dataset: a map-style dataset.
-        collate_fn: turns a list of items into a batch dict of tensors.
+        collate_fn: turns a list of items into a batch: a dict of tensors, or a tuple/list of
+            tensors (then the engine's ``loss_fn`` says how to read it).
         units: dataset indices of each unit (one per example, or one list per user).
         sample_rate: q, each unit's inclusion probability per logical batch.
         max_examples_per_user: cap on a sampled unit's examples (chosen at random); None = all.
-        generator: the sampler's RNG (checkpointed); ignored in secure mode.
-        secure_mode: reseed from the OS CSPRNG for every batch.
+        generator: the sampler's RNG (checkpointed); not used in secure mode.
+        secure_mode: draw every inclusion and every per-user choice from ``os.urandom``.
     """
 
     def __init__(
@@ -103,62 +130,95 @@ class PoissonDataLoader:
         """Logical batches per epoch: 1/q (at least one)."""
         return max(1, round(1 / self.sample_rate))
 
-    def __iter__(self) -> Iterator[PoissonBatch]:
+    def __iter__(self) -> Iterator[PoissonBatch | PoissonTupleBatch]:
         for _ in range(len(self)):
             yield self.sample()
 
     def _empty_batch(self) -> Any:
         if self._empty is None:
-            template = self.collate_fn([self.dataset[self.units[0][0]]])
-            if not isinstance(template, dict):
-                raise SamplingError("collate_fn must return a dict of tensors")
-            self._empty = {k: v[:0] if isinstance(v, Tensor) else [] for k, v in template.items()}
-        return dict(self._empty)
+            template = _checked(self.collate_fn([self.dataset[self.units[0][0]]]))
+            if isinstance(template, dict):
+                self._empty = {k: _empty_like(v) for k, v in template.items()}
+            else:
+                self._empty = tuple(_empty_like(v) for v in template)
+        return dict(self._empty) if isinstance(self._empty, dict) else self._empty
 
     def draw(self) -> list[list[int]]:
         """Which units join the next logical batch: each joined unit's dataset indices, in order.
 
-        Units join independently with probability q; a joined user keeps at most
-        ``max_examples_per_user`` of its examples, chosen at random with the same generator.
+        Units join independently with probability ⌊q·2⁵³⌋/2⁵³ (see :func:`inclusion_threshold`);
+        a joined user keeps at most ``max_examples_per_user`` of its examples, chosen uniformly.
+        In secure mode both come from ``os.urandom``, else from the seeded generator.
         """
-        gen = secure_generator() if self.secure_mode else self.generator
-        joined = torch.rand(len(self.units), generator=gen) < self.sample_rate
+        n = len(self.units)
+        if self.secure_mode:
+            draws = _os_uniform_ints(n)
+        else:
+            draws = torch.randint(0, 2**GRID_BITS, (n,), generator=self.generator)
+        joined = draws < inclusion_threshold(self.sample_rate)
         members: list[list[int]] = []
         for unit in joined.nonzero().flatten().tolist():
             chosen = self.units[unit]
             cap = self.max_examples_per_user
             if cap is not None and len(chosen) > cap:
-                keep = torch.randperm(len(chosen), generator=gen)[:cap].sort().values
-                chosen = [chosen[k] for k in keep.tolist()]
+                if self.secure_mode:
+                    keep = sorted(_SYSTEM_RANDOM.sample(range(len(chosen)), cap))
+                else:
+                    perm = torch.randperm(len(chosen), generator=self.generator)
+                    keep = perm[:cap].sort().values.tolist()
+                chosen = [chosen[k] for k in keep]
             members.append(list(chosen))
         return members
 
-    def collate(self, members: Sequence[Sequence[int]]) -> PoissonBatch:
+    def collate(self, members: Sequence[Sequence[int]]) -> PoissonBatch | PoissonTupleBatch:
         """The batch of the given units (each a list of dataset indices), a unit's rows adjacent."""
         indices = [i for unit in members for i in unit]
         owner = [position for position, unit in enumerate(members) for _ in unit]
         if indices:
-            collated = self.collate_fn([self.dataset[i] for i in indices])
-            if not isinstance(collated, dict):
-                raise SamplingError("collate_fn must return a dict of tensors")
+            collated = _checked(self.collate_fn([self.dataset[i] for i in indices]))
         else:
             collated = self._empty_batch()
-        batch = PoissonBatch(collated)
+        batch: PoissonBatch | PoissonTupleBatch
+        if isinstance(collated, dict):
+            batch = PoissonBatch(collated)
+        else:
+            batch = PoissonTupleBatch(collated)
         batch.unit_index = torch.tensor(owner, dtype=torch.long)
         batch.num_units = len(members)
         return batch
 
-    def sample(self) -> PoissonBatch:
+    def sample(self) -> PoissonBatch | PoissonTupleBatch:
         """Draw one logical batch (units join independently with probability q)."""
         return self.collate(self.draw())
 
     def state_dict(self) -> dict[str, Any]:
-        """The sampler RNG state, so a resumed run draws the same batches."""
-        return {"generator": self.generator.get_state(), "sample_rate": self.sample_rate}
+        """The sampler RNG state, so a resumed non-secure run draws the same batches (a secure
+        sampler has no state: the generator is unused and a resumed run draws afresh)."""
+        state: dict[str, Any] = {"sample_rate": self.sample_rate}
+        if not self.secure_mode:
+            state["generator"] = self.generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.generator.set_state(state["generator"])
+        """Restore :meth:`state_dict` (a no-op in secure mode)."""
+        if not self.secure_mode and state.get("generator") is not None:
+            self.generator.set_state(state["generator"])
+
+
+def _empty_like(value: Any) -> Any:
+    return value[:0] if isinstance(value, Tensor) else []
+
+
+def _checked(collated: Any) -> Any:
+    """The collated batch if it is a dict or a tuple/list of batch-first values."""
+    if isinstance(collated, dict):
+        return collated
+    if isinstance(collated, (tuple, list)) and collated:
+        return tuple(collated)
+    raise SamplingError(
+        "collate_fn must return a dict of tensors or a tuple/list of tensors, got "
+        f"{type(collated).__name__}"
+    )
 
 
 def _is_plain_loader(loader: Any) -> bool:
