@@ -185,7 +185,12 @@ class PrivacyConfig(_Section):
         description="Fixed σ; then target_epsilon (if set) only stops training early.",
     )
     max_examples_per_user: int | None = Field(default=None, ge=1)
-    secure_mode: bool = False
+    secure_mode: bool = Field(
+        default=True,
+        description="Noise and Poisson sampling from OS entropy (the seed drives only public "
+        "choices). false: replayable from training.seed, so the reported ε does not hold; tests "
+        "and experiments only.",
+    )
 
     @model_validator(mode="after")
     def _need_budget_or_noise(self) -> PrivacyConfig:

@@ -38,7 +38,8 @@ class DPTrainer(Trainer):
         privacy_unit: "example" or "user" (then ``train_dataset.user_ids`` or ``user_ids``).
         max_physical_batch_size: examples per forward/backward.
         accountant: "pld" or "rdp".
-        secure_mode: OS-seeded noise and sampling.
+        secure_mode: (default) noise and sampling from OS entropy; False replays them from
+            ``args.seed``, which voids the guarantee (tests only).
         user_ids: one user id per training example for per-user DP.
         *args, **kwargs: passed to ``Trainer``; ``per_device_train_batch_size`` is the expected
             Poisson batch size (q = batch size / number of units).
@@ -52,7 +53,7 @@ class DPTrainer(Trainer):
         privacy_unit: str = "example",
         max_physical_batch_size: int = 8,
         accountant: str = "pld",
-        secure_mode: bool = False,
+        secure_mode: bool = True,
         user_ids: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
