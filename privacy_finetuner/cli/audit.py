@@ -1,5 +1,5 @@
 """``privacy-finetuner audit RUN_DIR`` and ``compliance RUN_DIR`` (also ``report compliance``
-when a ``report`` group exists).
+when a ``report`` group exists), and ``report release RUN_DIR OUT`` (the publishable bundle).
 
 ``audit`` exits 3 when the measured ε lower bound exceeds the proven ε: the run is not as
 private as its report says, which means a bug, not bad luck (at 95 % confidence).
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from privacy_finetuner.cli._output import console, print_error, print_json
 
-__all__ = ["AUDIT_FAILED_EXIT", "audit", "compliance", "register"]
+__all__ = ["AUDIT_FAILED_EXIT", "audit", "compliance", "register", "release"]
 
 #: Exit status when the audit contradicts the proven ε.
 AUDIT_FAILED_EXIT = 3
@@ -100,11 +100,39 @@ def compliance(
         console.print("evidence absent: " + ", ".join(missing), highlight=False)
 
 
+def release(
+    run_dir: RunDirArg,
+    out: Annotated[
+        Path, typer.Argument(help="A new or empty directory for the bundle.", show_default=False)
+    ],
+    allow_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--allow-invalid-epsilon",
+            help="Release a run whose ε is not valid (secure_mode off); the card says so.",
+        ),
+    ] = False,
+) -> None:
+    """Write the publishable bundle of a run into OUT: model, tokenizer, MODEL_CARD.md,
+    privacy_report.json and a report.html without the internal diagnostics.
+
+    Only what the reported ε covers; internal_diagnostics.json and the rest stay behind.
+    """
+    from privacy_finetuner.report.release import write_release
+
+    written = write_release(run_dir, out, allow_invalid=allow_invalid)
+    console.print(
+        f"wrote the release bundle to {out}: " + ", ".join(p.name for p in written),
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
-    """Attach ``audit`` and ``compliance``; also ``report compliance`` if a ``report`` group was
-    registered before this module."""
+    """Attach ``audit`` and ``compliance``; also ``report compliance`` and ``report release`` if
+    a ``report`` group was registered before this module."""
     app.command("audit")(audit)
     app.command("compliance")(compliance)
     for group in app.registered_groups:
         if group.name == "report" and group.typer_instance is not None:
             group.typer_instance.command("compliance")(compliance)
+            group.typer_instance.command("release")(release)

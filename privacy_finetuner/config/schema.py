@@ -66,6 +66,22 @@ class DataConfig(_Section):
         default=384, ge=8, le=32768, description="Tokens per trace; longer truncated."
     )
     synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
+    missing_user_id: Literal["refuse", "own_user"] = Field(
+        default="refuse",
+        description="User-level runs: refuse traces without user_id, or make each its own user.",
+    )
+    validation_public: bool = Field(
+        default=False,
+        description="validation_path holds public data: its metrics go into the released report.",
+    )
+
+    @model_validator(mode="after")
+    def _public_validation_needs_a_file(self) -> DataConfig:
+        if self.validation_public and self.validation_path is None:
+            raise ValueError(
+                "validation_public needs validation_path: a split of the private data is private"
+            )
+        return self
 
 
 class GuardConfig(_Section):

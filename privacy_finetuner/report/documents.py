@@ -1,8 +1,11 @@
-"""The run's audit documents: ``privacy_report.json``, ``report.html`` and ``MODEL_CARD.md``.
+"""The run's documents: released (``privacy_report.json``, ``MODEL_CARD.md``, the publishable
+part of ``report.html``) and internal (``internal_diagnostics.json`` and the HTML section headed
+as not covered by ε).
 
-The report is a plain dict (the JSON written to disk is the source of truth); the HTML and the
-model card are rendered from it. The model card's DP statement follows the checklist of
-Ponomareva et al. (2023), "How to DP-fy ML", section 5.2: privacy unit, (ε, δ), accountant,
+The released report is a plain dict (the JSON on disk is the source of truth) checked against
+:mod:`privacy_finetuner.report.schema` before anything is written; the model card and the HTML
+are rendered from it. The model card's DP statement follows the checklist of Ponomareva et al.
+(2023), "How to DP-fy ML", section 5.2: privacy unit, neighbouring relation, (ε, δ), accountant,
 sampling, clip norm, noise multiplier, steps, data set size, and what the guarantee does and
 does not cover.
 """
@@ -16,9 +19,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from privacy_finetuner.report.schema import INTERNAL_FILE, REPORT_SCHEMA_VERSION, check_publishable
 from privacy_finetuner.report.svg import bar_chart, line_chart
 
 __all__ = [
+    "INTERNAL_FILE",
+    "INTERNAL_HEADING",
     "REPORT_FILE",
     "REPORT_SCHEMA_VERSION",
     "render_html",
@@ -27,7 +33,19 @@ __all__ = [
 ]
 
 REPORT_FILE = "privacy_report.json"
-REPORT_SCHEMA_VERSION = 1
+
+#: Heading of the HTML section that holds the internal diagnostics.
+INTERNAL_HEADING = "Internal diagnostics: NOT covered by ε (do not publish)"
+
+_RELATION_TEXT = {
+    "zero_out": (
+        "zero-out: one {unit}'s data replaced by a null {unit} that contributes no gradient, "
+        "N unchanged and public (dp-accounting REPLACE_SPECIAL; for the Poisson-subsampled "
+        "Gaussian the same ε as add/remove-one)"
+    ),
+    "add_remove": "add/remove one {unit}",
+    "replace_one": "replace one {unit}'s data by any other data (N unchanged)",
+}
 
 
 def _num(x: Any, fmt: str = ".4g") -> str:
@@ -38,31 +56,85 @@ def _num(x: Any, fmt: str = ".4g") -> str:
     return format(x, fmt) if isinstance(x, (int, float)) else str(x)
 
 
+def _valid_text(p: dict[str, Any]) -> str:
+    if p.get("epsilon_valid", False):
+        return "yes"
+    reasons = p.get("epsilon_invalid_reasons") or ["see warnings"]
+    return "NO (epsilon_valid: false): " + "; ".join(reasons)
+
+
+def _relation(p: dict[str, Any]) -> str:
+    relation = str(p.get("neighbouring", "zero_out"))
+    text = _RELATION_TEXT.get(relation, relation)
+    return text.format(unit=p["privacy_unit"])
+
+
 def _dp_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
-    p, d = report["privacy"], report["data"]
+    p = report["privacy"]
     unit = p["privacy_unit"]
     cap = p.get("max_examples_per_user")
     unit_text = f"{unit}-level" + (f" (at most {cap} examples per user)" if cap else "")
     return [
         ("Privacy unit", unit_text),
+        ("Neighbouring relation", _relation(p)),
         ("ε (spent)", _num(p["epsilon"])),
         ("δ", _num(p["delta"])),
         ("Target ε", _num(p.get("target_epsilon"))),
-        ("ε valid", "yes" if p.get("epsilon_valid") else "NO (see warnings)"),
+        ("ε valid", _valid_text(p)),
+        ("ε under replace-one (PLD)", _num(p.get("epsilon_replace_one"))),
         ("Accountant", f"{p['accountant'].upper()} (Google dp-accounting)"),
         ("Sampling", f"Poisson, rate q = {_num(p['sample_rate'])}"),
         ("Expected batch size", _num(p.get("expected_batch_size"))),
         ("Clip norm C", _num(p["max_grad_norm"])),
         ("Noise multiplier σ", _num(p["noise_multiplier"])),
         ("Steps", _num(p["steps"])),
-        (f"Data set size ({unit}s)", _num(p["num_units"])),
-        ("Training examples", _num(d["train_examples"])),
-        ("Secure RNG", "yes" if p.get("secure_mode") else "no (fine for experiments)"),
+        (f"Data set size N ({unit}s, public)", _num(p["num_units"])),
+        (
+            "Secure RNG",
+            (
+                "yes (noise and sampling from OS entropy)"
+                if p.get("secure_mode")
+                else "no: seeded, replayable noise and sampling"
+            ),
+        ),
     ]
 
 
+def _statement(report: dict[str, Any]) -> list[str]:
+    p = report["privacy"]
+    unit = p["privacy_unit"]
+    valid = bool(p.get("epsilon_valid", False))
+    lines: list[str] = []
+    if not valid:
+        lines += [
+            "> **The ε below is NOT a valid guarantee for this run (`epsilon_valid: false`).** "
+            + " ".join(f"Reason: {r}." for r in p.get("epsilon_invalid_reasons") or []),
+            "",
+        ]
+    verb = "satisfies" if valid else "would satisfy, had its noise and sampling been secret,"
+    lines.append(
+        f"This model was trained with DP-SGD and {verb} **({_num(p['epsilon'], '.3g')}, "
+        f"{_num(p['delta'], '.1g')})-differential privacy at the {unit} level** under the "
+        f"zero-out neighbouring relation: replacing all training data of any one {unit} by a "
+        f"null {unit} that contributes no gradient (the number of {unit}s N = {p['num_units']} "
+        "is fixed and published) changes the distribution of everything released (the weights "
+        "and this card) by at most that (ε, δ). For the Poisson-subsampled Gaussian mechanism "
+        "this is the same ε as for adding or removing one "
+        f"{unit} (dp-accounting's REPLACE_SPECIAL relation). Under the stronger replace-one "
+        f"relation (one {unit}'s data swapped for any other) the same run gives ε = "
+        f"{_num(p.get('epsilon_replace_one'), '.3g')}. Each logical step Poisson-sampled "
+        f"{unit}s with probability q = {_num(p['sample_rate'])}, clipped each {unit}'s gradient "
+        f"(over all trainable parameters) to L2 norm C = {_num(p['max_grad_norm'])}, and added "
+        f"Gaussian noise with standard deviation σ·C, σ = {_num(p['noise_multiplier'])}, once "
+        f"per step; {p['steps']} steps were taken. ε was computed with the "
+        f"{p['accountant'].upper()} accountant of Google's dp-accounting library (composition "
+        "of Poisson-subsampled Gaussian mechanisms)."
+    )
+    return lines
+
+
 def render_model_card(report: dict[str, Any]) -> str:
-    """``MODEL_CARD.md`` with the DP statement."""
+    """``MODEL_CARD.md`` with the DP statement, from the released report only."""
     p, d, m, g = report["privacy"], report["data"], report["model"], report["guard"]
     unit = p["privacy_unit"]
     lines = [
@@ -72,50 +144,49 @@ def render_model_card(report: dict[str, Any]) -> str:
         "",
         "## Differential privacy statement",
         "",
-        f"This model was trained with DP-SGD and satisfies **({_num(p['epsilon'], '.3g')}, "
-        f"{_num(p['delta'], '.1g')})-differential privacy at the {unit} level**: adding or "
-        f"removing all training data of any one {unit} changes the distribution of the released "
-        f"weights by at most that (ε, δ). Each logical step Poisson-sampled {unit}s with "
-        f"probability q = {_num(p['sample_rate'])}, clipped each {unit}'s gradient (over all "
-        f"trainable parameters) to L2 norm C = {_num(p['max_grad_norm'])}, and added Gaussian "
-        f"noise with standard deviation σ·C, σ = {_num(p['noise_multiplier'])}, once per step; "
-        f"{p['steps']} steps were taken over {p['num_units']} {unit}s. ε was computed with the "
-        f"{p['accountant'].upper()} accountant of Google's dp-accounting library (composition "
-        "of Poisson-subsampled Gaussian mechanisms).",
+        *_statement(report),
         "",
         "| | |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in _dp_rows(report)],
         "",
-        "**What the guarantee covers.** The fine-tuning data listed below, at the unit above. "
-        "**What it does not cover:** the base model's own pre-training data; hyper-parameter "
-        "tuning on the private data, if any was done outside this run (not accounted); the "
-        "validation split, which is held out and only used for the reported metrics.",
+        "**What the guarantee covers.** The fine-tuning data, at the unit above, and everything "
+        "in this card and the released weights. **What it does not cover:** the base model's "
+        "own pre-training data; hyper-parameter tuning on the private data, if any was done "
+        "outside this run (not accounted); the validation split, which is held out and not "
+        "trained on, so no figure computed on it is published here.",
     ]
-    if not p.get("epsilon_valid", True):
-        lines += ["", "> **Warning:** the ε above is not a valid guarantee for this run."]
-    if unit == "example" and d.get("users"):
+    if d.get("missing_user_id") == "own_user" and unit == "user":
         lines += [
             "",
-            f"> Note: the data has {d['users']} users with several traces each; example-level "
-            "DP protects single traces, not a user's whole history. Use privacy_unit: user.",
+            "> Note: traces without a `user_id` were each treated as their own user "
+            "(`data.missing_user_id: own_user`); a person whose traces lack a user id is "
+            "protected per trace, not as a whole.",
         ]
+    if unit == "example":
+        lines += [
+            "",
+            "> Note: example-level DP protects single traces; a person with k traces is "
+            "protected only by group privacy (about k·ε). Use privacy_unit: user for "
+            "user-level DP.",
+        ]
+    guard = (
+        f"applied ({g['strategy']}, sensitivity {g['sensitivity']})"
+        if g["applied"]
+        else "not applied"
+    ) + (f" — {g['note']}" if g.get("note") else "")
     lines += [
         "",
         "## Data",
         "",
-        f"- Source: `{d['source']}`; {d['traces']} traces read, "
-        f"{d['invalid_records']} invalid records skipped (counted, not used).",
-        f"- Training examples: {d['train_examples']}; validation examples: "
-        f"{d['validation_examples']}; truncated to {d['max_length']} tokens: {d['truncated']}; "
-        f"dropped (no assistant token left): {d['dropped_no_targets']}.",
-        "- No packing: every trace is its own sequence, so per-unit clipping is exact.",
+        f"- Source: {d.get('source_kind', 'file')} chat traces; every trace is its own "
+        f"sequence (no packing), truncated to {d['max_length']} tokens, so per-unit clipping is "
+        "exact.",
         "- The loss covers assistant messages and tool calls only.",
-        f"- Context guard: {'applied (' + g['strategy'] + ')' if g['applied'] else 'not applied'}"
-        + (f" — {g['note']}" if g.get("note") else "")
-        + "; replaced identifiers: "
-        + (", ".join(f"{k} {v}" for k, v in g["counts"].items()) or "none")
-        + ".",
+        f"- Context guard: {guard}.",
+        "- Exact counts of the private data (traces, examples, tokens, truncations, invalid "
+        "records, identifiers replaced by the guard) are not published: they are not covered "
+        f"by ε. The operator's `{INTERNAL_FILE}` holds them.",
         "",
         "## Model",
         "",
@@ -128,15 +199,21 @@ def render_model_card(report: dict[str, Any]) -> str:
             "data (a vocabulary learnt from private text would be a non-private release)."
         )
     final = report["metrics"].get("final") or {}
-    lines += [
-        "",
-        "## Evaluation (held-out users)",
-        "",
-        f"- Validation loss: {_num(final.get('loss'))}; perplexity: "
-        f"{_num(final.get('perplexity'))}; tool-call exact match: "
-        f"{_num(final.get('tool_call_exact_match'))} on {final.get('tool_call_prompts', 0)} "
-        "prompts.",
-    ]
+    lines += ["", "## Evaluation", ""]
+    if final:
+        lines.append(
+            f"On {report['metrics'].get('final_data')}: validation loss {_num(final.get('loss'))}"
+            f"; perplexity {_num(final.get('perplexity'))}; tool-call exact match "
+            f"{_num(final.get('tool_call_exact_match'))} on {final.get('tool_call_prompts', 0)} "
+            "prompts."
+        )
+    else:
+        lines.append(
+            "No quality figure is published: exact metrics on private held-out users are not "
+            "covered by ε, and this version computes no DP estimate of them. Declare a public "
+            "validation set (`data.validation_path` with `data.validation_public: true`) to "
+            "publish metrics on it."
+        )
     if report.get("warnings"):
         lines += ["", "## Warnings", "", *[f"- {w}" for w in report["warnings"]]]
     lines += [
@@ -152,12 +229,44 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
     ".warn{background:#fff3cd;padding:8px;border:1px solid #e0c36b}"
+    ".internal{border:3px solid #c0392b;padding:0 12px;margin-top:3em}"
     "svg{margin:8px 0;display:block}"
 )
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """A standalone ``report.html`` (inline CSS and SVG only)."""
+def _internal_section(internal: dict[str, Any]) -> str:
+    metrics = internal.get("metrics", {})
+    loss_chart = line_chart(
+        "Loss (exact, on private data)",
+        [
+            ("train (sampled batches)", [tuple(x) for x in metrics.get("train_loss", [])]),
+            (
+                "validation (private held-out)",
+                [tuple(x) for x in metrics.get("validation_loss", [])],
+            ),
+        ],
+        x_label="step",
+        y_label="cross-entropy per target token",
+    )
+    counts = internal.get("guard", {}).get("counts", {})
+    redactions = bar_chart("Identifiers replaced by the guard, by type (exact)", counts)
+    return (
+        f'<section id="internal-diagnostics" class="internal"><h2>{escape(INTERNAL_HEADING)}</h2>'
+        "<p class='warn'>Everything in this section is computed exactly from the private data "
+        "and is <b>not</b> covered by the reported ε. It is for the operator only; "
+        "<code>privacy-finetuner report release</code> leaves it out.</p>"
+        f"{loss_chart}{redactions}"
+        f"<h3>{escape(INTERNAL_FILE)}</h3><pre>{escape(json.dumps(internal, indent=2))}</pre>"
+        "</section>"
+    )
+
+
+def render_html(report: dict[str, Any], internal: dict[str, Any] | None = None) -> str:
+    """A standalone HTML report (inline CSS and SVG only).
+
+    Without ``internal`` it is the publishable page; with it, a last section headed
+    :data:`INTERNAL_HEADING` holds the internal diagnostics.
+    """
     metrics, p = report["metrics"], report["privacy"]
     rows = "".join(
         f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in _dp_rows(report)
@@ -170,37 +279,47 @@ def render_html(report: dict[str, Any]) -> str:
         y_label="ε",
         hline=(f"target ε = {target:g}", float(target)) if target else None,
     )
-    loss_chart = line_chart(
-        "Loss",
-        [
-            ("train (noisy batches)", [tuple(x) for x in metrics["train_loss"]]),
-            ("validation", [tuple(x) for x in metrics["validation_loss"]]),
-        ],
-        x_label="step",
-        y_label="cross-entropy per target token",
-    )
-    guard = report["guard"]
-    redactions = bar_chart("Identifiers replaced by the guard, by type", guard["counts"])
-    warn = "".join(f'<p class="warn">{escape(w)}</p>' for w in report.get("warnings", []))
+    warnings_ = list(report.get("warnings", []))
+    if not p.get("epsilon_valid", False):
+        warnings_.insert(0, "ε is NOT valid for this run: " + _valid_text(p))
+    warn = "".join(f'<p class="warn">{escape(w)}</p>' for w in warnings_)
     card = escape(render_model_card(report))
+    section = _internal_section(internal) if internal is not None else ""
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>Privacy report — {escape(report['model']['base'])}</title>"
         f"<style>{_CSS}</style></head><body>"
-        f"<h1>Privacy report</h1><p>Status: <b>{escape(report['status'])}</b></p>{warn}"
+        f"<h1>Privacy report</h1><p>Status: <b>{escape(report['status'])}</b>; "
+        f"epsilon_valid: <b>{'true' if p.get('epsilon_valid') else 'false'}</b></p>{warn}"
         f"<h2>Differential privacy</h2><table>{rows}</table>"
-        f"<h2>Plots</h2>{eps_chart}{loss_chart}{redactions}"
+        f"<h2>Plots</h2>{eps_chart}"
         f"<h2>Model card</h2><pre style='white-space:pre-wrap'>{card}</pre>"
-        f"<h2>Raw report</h2><pre>{escape(json.dumps(report, indent=2))}</pre>"
-        "</body></html>\n"
+        f"<h2>Released report ({REPORT_FILE})</h2><pre>{escape(json.dumps(report, indent=2))}</pre>"
+        f"{section}</body></html>\n"
     )
 
 
-def write_documents(run_dir: Path, report: dict[str, Any], *, html: bool = True) -> Path:
-    """Write the model card, the HTML report and (last, atomically) ``privacy_report.json``."""
+def write_documents(
+    run_dir: Path,
+    report: dict[str, Any],
+    internal: dict[str, Any] | None = None,
+    *,
+    html: bool = True,
+) -> Path:
+    """Write the internal diagnostics, the model card, the HTML report and (last, atomically)
+    ``privacy_report.json``.
+
+    Raises:
+        UnpublishableReportError: ``report`` holds a field outside the released schema.
+    """
+    check_publishable(report)
+    if internal is not None:
+        atomic_write_text(
+            run_dir / INTERNAL_FILE, json.dumps(internal, indent=2, default=_json_default) + "\n"
+        )
     atomic_write_text(run_dir / "MODEL_CARD.md", render_model_card(report))
     if html:
-        atomic_write_text(run_dir / "report.html", render_html(report))
+        atomic_write_text(run_dir / "report.html", render_html(report, internal))
     path = run_dir / REPORT_FILE
     atomic_write_text(path, json.dumps(report, indent=2, default=_json_default) + "\n")
     return path

@@ -122,6 +122,22 @@ class DPTrainer(Trainer):
         return self.privacy_engine.get_epsilon(delta)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        """Adds the steps accounted so far to every log line."""
-        logs = {**logs, "dp_steps": float(self.privacy_engine.steps)}
+        """Adds the steps accounted so far to every log line, and moves exact losses out of it.
+
+        A training loss is the exact mean loss of a sampled batch of private data, which ε does
+        not cover: it goes to :attr:`internal_diagnostics` (for the caller, never logged, never
+        in ``trainer_state.json``), not to the Trainer's log, callbacks or reporters.
+        """
+        exact = {k: v for k, v in logs.items() if "loss" in k}
+        if exact:
+            self.internal_diagnostics.append({"dp_steps": self.privacy_engine.steps, **exact})
+        logs = {k: v for k, v in logs.items() if k not in exact}
+        logs["dp_steps"] = float(self.privacy_engine.steps)
         super().log(logs, *args, **kwargs)
+
+    @property
+    def internal_diagnostics(self) -> list[dict[str, float]]:
+        """Exact losses the Trainer would have logged: internal, NOT covered by ε."""
+        if not hasattr(self, "_internal_diagnostics"):
+            self._internal_diagnostics: list[dict[str, float]] = []
+        return self._internal_diagnostics

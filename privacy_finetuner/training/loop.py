@@ -6,6 +6,11 @@ nothing; ``should_stop`` is polled before each step; Ctrl-C saves a checkpoint a
 Data-parallel (``data_parallel`` set): every rank steps together, but only rank 0 asks the hooks,
 evaluates, computes the ε curve, checkpoints and updates the progress bar; its decision to go on,
 cancel or stop at the ledger is broadcast before each step, so all ranks take the same steps.
+
+The exact loss of each sampled batch is a statistic of the private data that ε does not cover:
+it is kept in ``state.train_loss`` for the internal diagnostics only, and never goes into the
+progress bar, the ``on_event`` stream (which leaves the process, e.g. into a service's job log)
+or a log line.
 """
 
 from __future__ import annotations
@@ -133,17 +138,9 @@ def train_loop(
                 if step % training.checkpoint_every == 0:
                     checkpoint()
                 rate = (step - first_step) / max(time.perf_counter() - started, 1e-9)
-                loss_text = f"{result.loss:.3f}" if math.isfinite(result.loss) else "-"
-                update(completed=step, loss=loss_text, eps=f"{eps:.3g}", rate=f"{rate:.2f}")
+                update(completed=step, eps=f"{eps:.3g}", rate=f"{rate:.2f}")
                 if on_event is not None:
-                    on_event(
-                        {
-                            "step": step,
-                            "total_steps": plan.steps,
-                            "loss": result.loss,
-                            "epsilon": eps,
-                        }
-                    )
+                    on_event({"step": step, "total_steps": plan.steps, "epsilon": eps})
         except KeyboardInterrupt:
             state.wall_seconds += time.perf_counter() - started
             if main:

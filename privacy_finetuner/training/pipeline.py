@@ -60,6 +60,9 @@ class RunResult:
         sample_rate: q.
         report_path: ``privacy_report.json``; None if the run was cancelled or interrupted.
         history: the accountant's segments as dicts (σ, q, steps).
+        metrics: the exact final validation metrics, for the calling process only: they are
+            internal diagnostics, not covered by ε (the released report omits them unless the
+            validation set is declared public).
         status: "completed", "budget_exhausted" (stopped by the budget or the ledger) or
             "cancelled" (``should_stop``; a checkpoint allows resuming).
         rank: this process's rank in a data-parallel run (0 otherwise); only rank 0's run
@@ -140,11 +143,11 @@ def _progress_bar(enabled: bool, total: int, done: int) -> Iterator[Callable[...
         TextColumn("[bold]DP training"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  ε {task.fields[eps]}  {task.fields[rate]} steps/s"),
+        TextColumn("ε {task.fields[eps]}  {task.fields[rate]} steps/s"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("train", total=total, completed=done, loss="-", eps="0", rate="-")
+        task = bar.add_task("train", total=total, completed=done, eps="0", rate="-")
 
         def update(**fields: Any) -> None:
             bar.update(task, **fields)
@@ -334,11 +337,12 @@ def run_job(
     Args:
         config: the job; on ``resume`` the configuration stored in ``run_dir`` is used instead.
         run_dir: output directory (default: ``config.output.dir`` or ``runs/<timestamp>``).
-        progress: show a rich progress bar (loss, ε spent, steps/s).
+        progress: show a rich progress bar (steps, ε spent, steps/s).
         before_step: called with ``DpSegment(σ, q, steps=1)`` before each logical step; raising
             :class:`BudgetExceededError` stops training (the outputs are still written).
         should_stop: polled before each step; True saves a checkpoint and returns "cancelled".
-        on_event: receives ``{"step", "total_steps", "loss", "epsilon"}`` after each step.
+        on_event: receives ``{"step", "total_steps", "epsilon"}`` after each step (no loss:
+            exact losses of private batches stay in ``internal_diagnostics.json``).
         resume: continue the run in ``run_dir`` from its checkpoint.
         make_engine: engine factory (tests); default :class:`privacy_finetuner.PrivacyEngine`.
 
@@ -395,6 +399,16 @@ def _run(
     _share_training_data(prepared, dp)
     units = prepared.num_units(config.privacy.privacy_unit)
     plan = plan_privacy(config, num_units=units)
+    # Service jobs (H3, issue 14 finding 8): refuse before step 0 if this plan is not the one the
+    # ledger reserved (σ, q, steps, unit count, noise floor); a no-op outside the service.
+    from privacy_finetuner.service.reserved import check_reserved_plan
+
+    check_reserved_plan(
+        noise_multiplier=plan.noise_multiplier,
+        sample_rate=plan.sample_rate,
+        steps=plan.steps,
+        num_units=units,
+    )
     created = main and not run.exists()
     with _all_ranks(dp):
         if main:

@@ -7,6 +7,7 @@ record, an empty data set, an unreachable ε) fails with one message and leaves 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class PreparedData:
     source: str
     canaries: list[Canary] = field(default_factory=list)
     audit_plan: Any = None  # privacy_finetuner.audit.CanaryPlan when the audit is enabled
+    missing_user_ids: int = 0  # traces read without a user_id (internal diagnostics only)
 
     @property
     def num_users(self) -> int:
@@ -89,6 +91,52 @@ def apply_guard(traces: list[Trace], config: GuardConfig) -> tuple[list[Trace], 
         record = {**trace.to_openai(), "messages": list(result.messages)}
         protected.append(parse_trace(record))
     return protected, GuardOutcome(applied=True, counts=dict(sorted(counts.items())))
+
+
+def _trace_location(
+    data_path: Path | None, fmt: str, invalid: list[InvalidRecord], index: int
+) -> str:
+    """``file:line`` of the ``index``-th valid trace of the file (the loader keeps valid
+    non-blank lines in order), or a description of the synthetic trace."""
+    if data_path is None:
+        return f"synthetic trace #{index + 1}"
+    skipped = {r.line for r in invalid}
+    if fmt == "hf" or data_path.is_dir():
+        rows = (n for n in range(1, 2**62) if n not in skipped)
+        return f"{data_path}[row {next(itertools.islice(rows, index, None))}]"
+    with data_path.open(encoding="utf-8") as handle:
+        lines = (n for n, text in enumerate(handle, start=1) if text.strip() and n not in skipped)
+        found = next(itertools.islice(lines, index, None), None)
+    return f"{data_path}:{found}" if found is not None else str(data_path)
+
+
+def check_user_ids(
+    traces: list[Trace],
+    config: JobConfig,
+    *,
+    invalid: list[InvalidRecord],
+) -> int:
+    """Count traces without a ``user_id``; a user-level run refuses them unless the config says
+    ``data.missing_user_id: own_user`` (then each is its own user, and the report says so).
+
+    Raises:
+        DataError: user-level, policy "refuse", and some trace has no user id (count and the
+            first file:line, never a value).
+    """
+    missing = [i for i, t in enumerate(traces) if t.user_id is None]
+    if (
+        missing
+        and config.privacy.privacy_unit == "user"
+        and config.data.missing_user_id == "refuse"
+    ):
+        where = _trace_location(config.data.path, config.data.format, invalid, missing[0])
+        raise DataError(
+            f"privacy_unit is 'user' but {len(missing)} of {len(traces)} traces have no user_id "
+            f"(first at {where}); a trace without one would silently become its own user. Add "
+            "user ids, or set data.missing_user_id: own_user to treat each such trace as its own "
+            "user (the report then states it)"
+        )
+    return len(missing)
 
 
 def _split(traces: list[Trace], fraction: float, seed: int) -> tuple[list[Trace], list[Trace]]:
@@ -130,6 +178,7 @@ def prepare_data(config: JobConfig, *, tokenizer_dir: Path | None = None) -> Pre
         loaded_file = load_traces(data.path, skip_invalid=data.skip_invalid, format=data.format)
         traces, invalid, source = loaded_file.traces, loaded_file.invalid, str(data.path)
     num_traces = len(traces)
+    missing_user_ids = check_user_ids(traces, config, invalid=invalid)
     traces, guard = apply_guard(traces, config.guard)
     if data.validation_path is not None:
         val_traces = load_traces(data.validation_path, skip_invalid=data.skip_invalid).traces
@@ -171,4 +220,5 @@ def prepare_data(config: JobConfig, *, tokenizer_dir: Path | None = None) -> Pre
         source,
         canaries,
         audit_plan,
+        missing_user_ids,
     )

@@ -170,3 +170,34 @@ def test_train_with_audit_adds_the_empirical_privacy_section(
     audit = json.loads((out_dir / "audit.json").read_text(encoding="utf-8"))
     assert audit["canaries"] == 8
     assert "Empirical privacy" in (out_dir / "report.html").read_text(encoding="utf-8")
+
+
+def test_no_file_of_the_run_holds_a_value_of_an_invalid_record(
+    tmp_path: Path, traces: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finding 2: with --skip-invalid, skipped records are counted in the internal diagnostics
+    by line, code and field; no value of theirs (nor an unknown key) is in any run file."""
+    good = traces.read_text().splitlines()
+    secrets = ["jane.doe@example.com", "078-05-1120", "Jane Roe", "4111111111111111"]
+    unknown_key = json.loads(good[0])
+    unknown_key["contact_jane.doe@example.com"] = "x"
+    bad_role = json.loads(good[1])
+    bad_role["messages"][1]["role"] = "Jane Roe 078-05-1120"
+    bad_id = json.loads(good[2])
+    tool = next(m for m in bad_id["messages"] if m["role"] == "tool")
+    tool["tool_call_id"] = "4111111111111111"  # answers no call: invalid
+    data = tmp_path / "mixed.jsonl"
+    bad = [json.dumps(r) for r in (unknown_key, bad_role, bad_id)]
+    data.write_text("\n".join([*good[3:30], *bad, *good[30:]]) + "\n")
+    out_dir = tmp_path / "run"
+    code, out, err = _run(["train", str(_config(tmp_path, data)), "--skip-invalid",
+                           "--output-dir", str(out_dir), "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    for path in (p for p in out_dir.rglob("*") if p.is_file()):
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        for secret in secrets:
+            assert secret not in text, (path.name, secret)
+    assert not any(secret in out + err for secret in secrets)
+    internal = json.loads((out_dir / "internal_diagnostics.json").read_text())
+    assert internal["data"]["invalid_records"] == 3
+    assert [e["line"] for e in internal["data"]["invalid"]] == [28, 29, 30]

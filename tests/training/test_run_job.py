@@ -39,6 +39,7 @@ def test_interrupt_then_resume_keeps_the_accounting(
     assert (run / "RUN_INCOMPLETE").exists() and not (run / "privacy_report.json").exists()
     assert [e["step"] for e in events] == [1, 2]
     assert {e["total_steps"] for e in events} == {4}
+    assert all("loss" not in e for e in events)  # exact batch losses stay internal
     assert len(segments) == 2 and segments[0].steps == 1
     sigma, q = segments[0].noise_multiplier, segments[0].sample_rate
 
@@ -49,7 +50,8 @@ def test_interrupt_then_resume_keeps_the_accounting(
     one_shot = compute_epsilon([DpSegment(noise_multiplier=sigma, sample_rate=q, steps=4)],
                                delta=config.privacy.delta)  # fmt: skip
     assert result.epsilon == pytest.approx(one_shot)
-    assert result.epsilon <= config.privacy.target_epsilon
+    target = config.privacy.target_epsilon
+    assert target is not None and result.epsilon <= target
     assert not (run / "RUN_INCOMPLETE").exists()
     for name in ("privacy_report.json", "report.html", "MODEL_CARD.md", "model_info.json"):
         assert (run / name).is_file(), name
@@ -138,3 +140,122 @@ def test_unreachable_target_leaves_nothing(tmp_path: Path, tiny_job: dict[str, A
     with pytest.raises(CalibrationError, match=r"target epsilon 0\.01 is unreachable"):
         run_job(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def _exact_needles(internal: dict[str, Any]) -> list[str]:
+    """Text forms of the internal file's exact values that must never reach the bundle."""
+    metrics = internal["metrics"]
+    values = [v for _, v in metrics["train_loss"]] + [v for _, v in metrics["validation_loss"]]
+    values += [v for v in metrics["final"].values() if isinstance(v, float) and 0 < v < 1e6]
+    return sorted({form for v in values for form in (repr(v), f"{v:.5f}")})
+
+
+def test_release_bundle_holds_only_what_epsilon_covers(
+    tmp_path: Path, tiny_job: dict[str, Any]
+) -> None:
+    """Finding 3: exact losses, private validation metrics and PII counts go to the internal
+    diagnostics only; `report release` writes a bundle without any of them."""
+    import re
+
+    from privacy_finetuner.cli.main import main
+
+    tiny_job["guard"]["enabled"] = True
+    tiny_job["privacy"]["secure_mode"] = True
+    run = tmp_path / "run"
+    result = run_job(load_config(None, tiny_job), run)
+    internal = json.loads((run / "internal_diagnostics.json").read_text())
+    assert internal["covered_by_epsilon"] is False
+    counts = internal["guard"]["counts"]
+    assert sum(counts.values()) > 0 and len(internal["metrics"]["train_loss"]) == 4
+    report = json.loads((run / "privacy_report.json").read_text())
+    assert report["privacy"]["epsilon_valid"] is True
+    assert report["privacy"]["epsilon_invalid_reasons"] == []
+    assert report["privacy"]["neighbouring"] == "zero_out"
+    assert report["privacy"]["epsilon_replace_one"] > report["privacy"]["epsilon"]
+    assert report["metrics"]["final"] == {} and result.metrics["loss"] > 0  # exact: in-process
+
+    out = tmp_path / "bundle"
+    try:
+        main(["report", "release", str(run), str(out)])
+    except SystemExit as exc:  # main exits only on failure
+        raise AssertionError(f"report release exited {exc.code}") from None
+    names = {p.relative_to(out).parts[0] for p in out.rglob("*")}
+    assert {"model", "tokenizer", "MODEL_CARD.md", "privacy_report.json", "report.html"} <= names
+    assert names.isdisjoint({"internal_diagnostics.json", "status.json", "config.yaml"})
+    needles = _exact_needles(internal)
+    assert needles
+    for path in (p for p in out.rglob("*") if p.is_file()):
+        text = path.read_bytes().decode("latin-1")
+        for needle in needles:
+            assert needle not in text, (path.name, needle)
+        for kind, n in counts.items():
+            assert not re.search(rf"{kind}\W{{0,6}}{n}\b", text), (path.name, kind)
+        assert "Internal diagnostics" not in text
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "under the zero-out neighbouring relation" in card
+    # The run's own report.html keeps the exact figures, under the heading that says so.
+    html = (run / "report.html").read_text()
+    assert "NOT covered by ε" in html.split(needles[0])[0]
+
+
+def test_seeded_run_says_epsilon_is_not_valid(tmp_path: Path, tiny_job: dict[str, Any]) -> None:
+    """Finding 1/2: with secure_mode off the report, card and HTML say epsilon_valid: false and
+    why; the release refuses such a run unless asked explicitly."""
+    from privacy_finetuner.report import UnpublishableReportError, write_release
+
+    tiny_job["privacy"]["secure_mode"] = False
+    tiny_job["training"]["max_steps"] = 2
+    run = tmp_path / "run"
+    run_job(load_config(None, tiny_job), run)
+    privacy = json.loads((run / "privacy_report.json").read_text())["privacy"]
+    assert privacy["epsilon_valid"] is False
+    assert "seeded" in privacy["epsilon_invalid_reasons"][0]
+    assert "`epsilon_valid: false`" in (run / "MODEL_CARD.md").read_text()
+    assert "epsilon_valid: <b>false</b>" in (run / "report.html").read_text()
+    with pytest.raises(UnpublishableReportError, match="epsilon_valid: false"):
+        write_release(run, tmp_path / "bundle")
+    written = write_release(run, tmp_path / "bundle", allow_invalid=True)
+    assert "`epsilon_valid: false`" in (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
+    assert written
+
+
+def _traces_file(tmp_path: Path, strip_user_from: set[int]) -> Path:
+    from privacy_finetuner.data import generate_traces
+    from privacy_finetuner.data.loaders import write_traces
+
+    path = tmp_path / "traces.jsonl"
+    write_traces(generate_traces(40, seed=3).traces, path)
+    lines = path.read_text().splitlines()
+    for i in strip_user_from:
+        record = json.loads(lines[i])
+        record.pop("user_id")
+        lines[i] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_user_level_refuses_traces_without_user_id(
+    tmp_path: Path, tiny_job: dict[str, Any]
+) -> None:
+    """Finding 7: a user-level run names the count and the first file:line, and runs only when
+    the config opts in to one user per such trace, which the report states."""
+    from privacy_finetuner.errors import DataError
+
+    data = _traces_file(tmp_path, {6, 11, 30})
+    tiny_job["data"] = {"path": str(data), "max_length": 96, "validation_split": 0.0}
+    tiny_job["privacy"]["privacy_unit"] = "user"
+    tiny_job["training"]["max_steps"] = 2
+    with pytest.raises(
+        DataError, match=rf"3 of 40 traces have no user_id \(first at .*{data.name}:7\)"
+    ):
+        run_job(load_config(None, tiny_job), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+    tiny_job["data"]["missing_user_id"] = "own_user"
+    run = tmp_path / "run"
+    run_job(load_config(None, tiny_job), run)
+    report = json.loads((run / "privacy_report.json").read_text())
+    assert report["data"]["missing_user_id"] == "own_user"
+    assert "treated as their own user" in (run / "MODEL_CARD.md").read_text()
+    internal = json.loads((run / "internal_diagnostics.json").read_text())
+    assert internal["data"]["traces_without_user_id"] == 3
