@@ -121,7 +121,7 @@ def surnames() -> frozenset[str]:
 @lru_cache(maxsize=1)
 def common_names() -> frozenset[str]:
     """Names that are also ordinary English words ("rose", "mark"): alone they need context."""
-    return _load("common_names.txt") | _MONTHS | _STOP | _PARTICLE_WORDS
+    return _load("common_names.txt") | _MONTHS | _MONTH_ABBR | _STOP | _PARTICLE_WORDS
 
 
 @lru_cache(maxsize=1)
@@ -150,6 +150,9 @@ def _folded(names: frozenset[str]) -> frozenset[str]:
     return names | frozenset(_fold(name) for name in names)
 
 
+_MONTH_ABBR = frozenset(
+    _words("jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun")
+)
 _PARTICLE_WORDS = frozenset(
     _words("van der den de la los von und zu del della da di du dos das le ten ter bin al en y")
 )
@@ -179,7 +182,7 @@ def _gazetteer_score(words: list[str]) -> float:
     head_first, tail_last = head in first, tail in last
     head_plain, tail_plain = head not in common, tail not in common
     if len(words) == 1:
-        if head in _MONTHS or len(head) < 3:
+        if head in _MONTHS or head in _MONTH_ABBR or len(head) < 3:
             return 0.0
         if head_first:
             return 0.6 if head_plain else 0.4

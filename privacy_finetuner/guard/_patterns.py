@@ -191,6 +191,8 @@ _DNI_SHAPE = re.compile(r"\d{7,8}-?[A-Za-z]")
 
 def _national_strong(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
     value = match.group().replace(" ", "")
+    if _NEGATIVE_CUE.search(context_before(text, match.start(), 14)):
+        return None  # "SKU 311290-1234", "order 131052-308T"
     if _HETU_SHAPE.fullmatch(value) and hetu_is_valid(value):
         return match.start(), match.end(), 0.9
     if _DNI_SHAPE.fullmatch(value):
@@ -222,7 +224,8 @@ _SE_LONG = re.compile(r"(?<![\w.\-])(?:19|20)\d{10}(?![\w]|[.\-]\d)")
 def _se_long(match: re.Match[str], text: str) -> tuple[int, int, float] | None:
     if stdnum_match(match.group(), ("se.personnummer",)) is None:
         return None
-    return match.start(), match.end(), 0.6
+    cue = _ID_CUE.search(context_before(text, match.start(), 40))
+    return match.start(), match.end(), 0.9 if cue else 0.6
 
 
 def _national_numeric(match: re.Match[str], text: str) -> tuple[int, int, float] | None:

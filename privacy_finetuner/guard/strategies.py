@@ -151,15 +151,17 @@ class Replacer:
             if ring is None and for_hash:
                 warnings.warn(
                     "no guard key configured: ENTITY_HASHING uses a random per-process key, so "
-                    "pseudonyms are consistent within this run only; set PRIVACY_GUARD_KEY",
+                    "pseudonyms are consistent within this run only; set PRIVACY_GUARD_KEY or give a key "
+                    "file (--key-file on the command line)",
                     PrivacyWarning,
                     stacklevel=4,
                 )
                 ring = KeyRing.generate("ephemeral")
             if ring is None:
                 raise GuardKeyError(
-                    "ENCRYPT needs a key: set the PRIVACY_GUARD_KEY environment variable "
-                    "(or the configured one) or pass key_file="
+                    "ENCRYPT needs a key: set the PRIVACY_GUARD_KEY environment variable (or "
+                    "the configured one) or give a key file (--key-file on the command line, "
+                    "key_file= in Python)"
                 )
             self._keyring = ring
         return self._keyring
