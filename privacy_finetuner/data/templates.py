@@ -37,6 +37,7 @@ from privacy_finetuner.data.toolcalls import TOOL_CALL_FORMATS
 from privacy_finetuner.errors import DataError
 
 __all__ = [
+    "END_MARKERS",
     "TemplateProfile",
     "model_name",
     "render_messages",
@@ -64,7 +65,8 @@ _PROBE_TOOLS = [
         },
     }
 ]
-_END_MARKERS = (
+#: End-of-turn tokens of the common families (a turn's target ends with one of them).
+END_MARKERS = (
     "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "</s>", "<｜end▁of▁sentence｜>",
     "<|endoftext|>", "<end_of_turn>", "<|return|>", "<|end_of_text|>",
 )  # fmt: skip
@@ -147,7 +149,7 @@ def _regardless_header(tokenizer: Any) -> str:
     if with_prompt != without:
         return ""
     tail = without[without.rfind(_PROBE_USER) + len(_PROBE_USER) :]
-    cut = max((tail.rfind(m) + len(m) for m in _END_MARKERS if m in tail), default=-1)
+    cut = max((tail.rfind(m) + len(m) for m in END_MARKERS if m in tail), default=-1)
     if cut < 0:
         eos = getattr(tokenizer, "eos_token", None)
         cut = tail.rfind(eos) + len(eos) if eos and eos in tail else -1

@@ -13,6 +13,7 @@ from privacy_finetuner.data.toolcalls import parse_tool_calls, same_calls
 __all__ = [
     "EvalResult",
     "generate_text",
+    "stop_token_ids",
     "tool_call_exact_match",
     "tool_call_scores",
     "validation_loss",
@@ -89,6 +90,21 @@ def validation_loss(
     return total / count if count else math.nan
 
 
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """EOS plus the end-of-turn tokens the vocabulary has (Llama 3 closes a tool call with
+    ``<|eom_id|>``, a chat turn with ``<|eot_id|>``; Qwen with ``<|im_end|>``): generation of a
+    turn stops at whichever the template uses, not only at the tokenizer's single EOS."""
+    from privacy_finetuner.data.templates import END_MARKERS
+
+    ids = [] if tokenizer.eos_token_id is None else [int(tokenizer.eos_token_id)]
+    vocab = tokenizer.get_vocab()
+    for marker in END_MARKERS:
+        token_id = vocab.get(marker)
+        if token_id is not None and int(token_id) not in ids:
+            ids.append(int(token_id))
+    return ids
+
+
 def _generate_batch(
     model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int
 ) -> list[str]:
@@ -107,7 +123,7 @@ def _generate_batch(
             attention_mask=enc["attention_mask"].to(device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=stop_token_ids(tokenizer),
             pad_token_id=tokenizer.pad_token_id,
         )
     new = out[:, enc["input_ids"].shape[1] :]

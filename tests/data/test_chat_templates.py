@@ -232,3 +232,14 @@ def test_schema_coercion_decides_equality() -> None:
                           [("search_hotels", {"city": "Lisbon", "nights": 3})], schema)  # fmt: skip
     assert not same_calls([("cancel_booking", {})], [("search_hotels", {})], schema)
     assert json.loads(json.dumps(schema))  # the schema itself stays JSON
+
+
+def test_generation_stops_at_the_templates_end_of_turn_tokens(base_tokenizer: Any) -> None:
+    """A Llama-3-style vocabulary: a tool-call turn ends with <|eom_id|>, not the EOS."""
+    from privacy_finetuner.training.evaluation import stop_token_ids
+
+    tok = copy.deepcopy(base_tokenizer)
+    tok.add_special_tokens({"additional_special_tokens": ["<|eom_id|>", "<|eot_id|>"]})
+    stops = tok.convert_ids_to_tokens(stop_token_ids(tok))
+    assert stops[0] == tok.eos_token and {"<|eom_id|>", "<|eot_id|>"} <= set(stops)
+    assert "<|python_tag|>" not in stops
