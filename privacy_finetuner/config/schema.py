@@ -66,6 +66,10 @@ class DataConfig(_Section):
         default=384, ge=8, le=32768, description="Tokens per trace; longer truncated."
     )
     synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
+    tool_call_format: Literal["auto", "json", "xml", "pythonic", "deepseek"] = Field(
+        default="auto",
+        description="How the chat template writes tool calls; auto: detected by a probe render.",
+    )
     missing_user_id: Literal["refuse", "own_user"] = Field(
         default="refuse",
         description="User-level runs: refuse traces without user_id, or make each its own user.",

@@ -203,11 +203,16 @@ def prepare_data(config: JobConfig, *, tokenizer_dir: Path | None = None) -> Pre
         tokenizer_dir=tokenizer_dir,
     )
     tok = loaded.tokenizer
-    train, stats = encode_traces(train_traces, tok, max_length=data.max_length)
+    fmt = data.tool_call_format
+    train, stats = encode_traces(
+        train_traces, tok, max_length=data.max_length, tool_call_format=fmt
+    )
     if not train:
         raise DataError("no training example has an assistant token left after truncation")
-    validation, _ = encode_traces(val_traces, tok, max_length=data.max_length)
-    prompts = tool_call_prompts(val_traces[: config.training.eval_tool_calls], tok)
+    validation, _ = encode_traces(val_traces, tok, max_length=data.max_length, tool_call_format=fmt)
+    prompts = tool_call_prompts(
+        val_traces[: config.training.eval_tool_calls], tok, tool_call_format=fmt
+    )
     return PreparedData(
         loaded,
         train,
