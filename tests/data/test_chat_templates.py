@@ -243,3 +243,19 @@ def test_generation_stops_at_the_templates_end_of_turn_tokens(base_tokenizer: An
     stops = tok.convert_ids_to_tokens(stop_token_ids(tok))
     assert stops[0] == tok.eos_token and {"<|eom_id|>", "<|eot_id|>"} <= set(stops)
     assert "<|python_tag|>" not in stops
+
+
+def test_tool_call_format_override(base_tokenizer: Any) -> None:
+    """``data.tool_call_format`` overrides the probe; the prompts carry the chosen parser."""
+    from privacy_finetuner.config import load_config
+    from privacy_finetuner.errors import ConfigError
+
+    assert load_config(None, {"data.tool_call_format": "xml"}).data.tool_call_format == "xml"
+    with pytest.raises(ConfigError, match="tool_call_format"):
+        load_config(None, {"data.tool_call_format": "yaml"})
+    tok = _with_template(base_tokenizer, "qwen2.5")
+    assert template_profile(tok).tool_call_format == "json"
+    prompts = tool_call_prompts([_trace()], tok, tool_call_format="pythonic")
+    assert prompts[0].format == "pythonic"
+    with pytest.raises(DataError, match="unknown tool-call format 'yaml'"):
+        template_profile(tok, "yaml")
