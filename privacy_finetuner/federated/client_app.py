@@ -7,7 +7,14 @@ mods then do the rest, outermost first:
 1. ``_aggregation_mod``: runs Flower's ``secaggplus_mod`` when the server runs SecAgg+, and
    refuses a plain training round when this node or the job requires secure aggregation;
 2. Flower's ``fixedclipping_mod``: scales ``new − global`` to norm ≤ the ``clipping_norm`` the
-   server sent, which the client first checks against its own job (a server cannot raise C).
+   server sent, which the client first checks against its own job (a server cannot raise C);
+   under SecAgg+ against C − √d·Δ, since quantisation can add up to √d·Δ to the norm.
+
+Local DP-SGD draws its noise and batches from this client's own OS entropy, never from values
+the server knows: in a deployment (job from the run config) secure mode is forced on whatever
+the job says; only a simulation's local job may switch it off. Its accountant lives in Flower's
+node state and, when the node config names a ``state-dir``, in a file there, which survives a
+SuperNode restart (the file wins when both exist).
 
 Weight 1 matters twice: it keeps each client's influence on the sum bounded by C (Flower's FedAvg
 and SecAgg+ would otherwise weight by the example count), and it is the only number the server
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +38,9 @@ from flwr.app import ConfigRecord, Context, Message, MessageType
 from flwr.client import NumPyClient
 from flwr.client.mod import fixedclipping_mod, secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.common import parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common import recorddict_compat
 
 from privacy_finetuner.config.schema import JobConfig
 from privacy_finetuner.data.tokenize import EncodedExample
@@ -39,11 +49,13 @@ from privacy_finetuner.federated.inputs import JOB_KEY, job_from_text, load_loca
 from privacy_finetuner.federated.local import train_locally
 from privacy_finetuner.federated.model import BaseModel, load_base, make_trainable
 from privacy_finetuner.federated.partition import load_examples
+from privacy_finetuner.federated.secagg import secagg_client_clip
 
 __all__ = [
     "CLIP_KEY",
     "ClientSettings",
     "app",
+    "local_dp_secure_mode",
     "make_client_app",
 ]
 
@@ -114,6 +126,13 @@ def _examples(
     return _DATA[key]
 
 
+def local_dp_secure_mode(settings: ClientSettings, job: JobConfig) -> bool:
+    """Whether local DP-SGD draws from this client's OS entropy: always when the job came from
+    the server (a server must not be able to make a client's noise replayable); a simulation's
+    own job may switch it off for reproducible tests."""
+    return settings.config is None or job.privacy.secure_mode
+
+
 def _requires_secure_aggregation(config: JobConfig, context: Context) -> bool:
     node = context.node_config.get("require-secure-aggregation")
     return bool(config.federated.secure_aggregation or node in (True, "true", "1", 1))
@@ -156,17 +175,75 @@ class _AdapterClient(NumPyClient):
         self._check(config, base, model.spec_fingerprint)
         model.set_arrays(parameters)
         examples = _examples(job, self.settings, self.node_context, base.loaded.tokenizer)
-        records = self.node_context.state.config_records
-        saved = records.get(_STATE_KEY)
-        state = json.loads(str(saved["accountant"])) if saved is not None else None
+        state = self._load_accountant()
+        # The seed orders plain local minibatches (public); it never drives local-DP noise.
         seed_text = f"{job.training.seed}:{config.get(ROUND_KEY, 0)}:{self.node_context.node_id}"
         seed = int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:4], "big")
-        result = train_locally(model, examples, job, seed=seed, accountant_state=state)
+        secure = local_dp_secure_mode(self.settings, job)
+        result = train_locally(
+            model, examples, job, seed=seed, accountant_state=state, secure_mode=secure
+        )
         metrics: dict[str, Any] = {}
         if result.accountant_state is not None and result.local_epsilon is not None:
-            records[_STATE_KEY] = ConfigRecord({"accountant": json.dumps(result.accountant_state)})
+            self._save_accountant(result.accountant_state)
             metrics[LOCAL_EPSILON_KEY] = float(result.local_epsilon)
         return model.get_arrays(), 1, metrics
+
+    def _accountant_file(self) -> Path | None:
+        """``<state-dir>/local-dp-<hash of this node's data>.json``, if a state dir is set."""
+        state_dir = self.node_context.node_config.get("state-dir")
+        if not isinstance(state_dir, str) or not state_dir:
+            return None
+        data = self.node_context.node_config.get("data-path") or self.node_context.node_config.get(
+            "partition-id", ""
+        )
+        digest = hashlib.sha256(str(data).encode()).hexdigest()[:16]
+        return Path(state_dir) / f"local-dp-{digest}.json"
+
+    def _load_accountant(self) -> dict[str, Any] | None:
+        path = self._accountant_file()
+        if path is not None and path.exists():
+            try:
+                loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise FederatedError(
+                    f"the local-DP accountant {path} cannot be read ({type(exc).__name__}); "
+                    "refusing to restart this client's ε from zero"
+                ) from exc
+            return loaded
+        saved = self.node_context.state.config_records.get(_STATE_KEY)
+        return json.loads(str(saved["accountant"])) if saved is not None else None
+
+    def _save_accountant(self, state: dict[str, Any]) -> None:
+        text = json.dumps(state)
+        self.node_context.state.config_records[_STATE_KEY] = ConfigRecord({"accountant": text})
+        path = self._accountant_file()
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)  # atomic: a crash leaves the old or the new history, never none
+
+
+def _secagg_clip_check(
+    settings: ClientSettings, call_next: Any
+) -> Callable[[Message, Context], Message]:
+    """Inside SecAgg+: refuse a clipping norm above C − √d·Δ (d: the values this client sends)."""
+
+    def checked(msg: Message, ctxt: Context) -> Message:
+        fit_ins = recorddict_compat.recorddict_to_fitins(msg.content, keep_input=True)
+        d = sum(int(a.size) for a in parameters_to_ndarrays(fit_ins.parameters))
+        limit = secagg_client_clip(settings.job(ctxt).federated.clipping_norm, d)
+        asked = float(fit_ins.config.get(CLIP_KEY, float("inf")))
+        if not asked <= limit:
+            raise FederatedError(
+                f"the server asked for clipping norm {asked:g} under SecAgg+, above this job's "
+                f"C − √d·Δ = {limit:.6g}: quantisation could push the update past C"
+            )
+        return call_next(msg, ctxt)  # type: ignore[no-any-return]
+
+    return checked
 
 
 def _aggregation_mod(settings: ClientSettings) -> Callable[[Message, Context, Any], Message]:
@@ -174,7 +251,7 @@ def _aggregation_mod(settings: ClientSettings) -> Callable[[Message, Context, An
         if msg.metadata.message_type != MessageType.TRAIN:
             return call_next(msg, ctxt)  # type: ignore[no-any-return]
         if RECORD_KEY_CONFIGS in msg.content.config_records:
-            return secaggplus_mod(msg, ctxt, call_next)
+            return secaggplus_mod(msg, ctxt, _secagg_clip_check(settings, call_next))
         if _requires_secure_aggregation(settings.job(ctxt), ctxt):
             raise FederatedError(
                 "this client only sends its update through SecAgg+ and the server asked for a "

@@ -112,6 +112,7 @@ def _dp_steps(
     steps: int,
     seed: int,
     accountant_state: dict[str, Any] | None,
+    secure_mode: bool,
 ) -> tuple[list[float], float, dict[str, Any]]:
     import torch
 
@@ -128,8 +129,8 @@ def _dp_steps(
         warnings.simplefilter("ignore", PrivacyWarning)  # secure_mode=False is documented
         engine = PrivacyEngine(
             accountant=privacy.accountant,
-            secure_mode=privacy.secure_mode,
-            seed=None if privacy.secure_mode else seed,
+            secure_mode=secure_mode,
+            seed=None if secure_mode else seed,
         )
     if accountant_state is not None:
         engine.accountant.load_state_dict(copy.deepcopy(accountant_state))
@@ -170,8 +171,13 @@ def train_locally(
     *,
     seed: int,
     accountant_state: dict[str, Any] | None = None,
+    secure_mode: bool | None = None,
 ) -> LocalResult:
     """Run ``federated.local_steps`` local steps on ``examples`` (in place on ``fed``).
+
+    ``seed`` orders plain minibatches; local-DP noise and sampling use it only when
+    ``secure_mode`` (default: ``privacy.secure_mode``) is off, otherwise this process's OS
+    entropy, so a server that knows the seed learns nothing about the noise.
 
     Raises:
         DataError: the client has no examples.
@@ -183,6 +189,7 @@ def train_locally(
     if not config.federated.local_dp:
         losses = _plain_steps(fed, examples, config, steps, seed)
         return LocalResult(len(losses), sum(losses) / len(losses))
-    losses, eps, state = _dp_steps(fed, examples, config, steps, seed, accountant_state)
+    secure = config.privacy.secure_mode if secure_mode is None else secure_mode
+    losses, eps, state = _dp_steps(fed, examples, config, steps, seed, accountant_state, secure)
     mean = sum(losses) / len(losses) if losses else float("nan")
     return LocalResult(len(losses), mean, eps, state)

@@ -3,7 +3,8 @@
 Each round the strategy
 
 1. draws the cohort (``fixed``: exactly m clients; ``poisson``: each client with probability q),
-   from a CSPRNG-seeded generator in ``privacy.secure_mode``;
+   from a generator seeded with 128 bits of the server's OS entropy (``privacy.secure_mode``, the
+   default; off, cohorts and noise replay from ``training.seed`` and ε does not hold);
 2. sends the global adapters with the clipping norm (Flower's ``fixedclipping_mod`` clips each
    client's update on the client);
 3. gets back either every update (plain) or, with SecAgg+, only their average, which Flower's
@@ -24,7 +25,6 @@ C − √d·Δ, and the strategy refuses to run when the global adapters leave [
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Callable
@@ -68,6 +68,11 @@ from privacy_finetuner.federated.client_app import (
 )
 from privacy_finetuner.federated.inputs import JOB_KEY, job_from_text, load_local_examples
 from privacy_finetuner.federated.model import FederatedModel, load_base, make_trainable
+from privacy_finetuner.federated.secagg import (
+    SECAGG_CLIPPING_RANGE,
+    SECAGG_QUANTIZATION_RANGE,
+    secagg_client_clip,
+)
 
 __all__ = [
     "SECAGG_CLIPPING_RANGE",
@@ -80,28 +85,8 @@ __all__ = [
     "secagg_client_clip",
 ]
 
-#: SecAgg+ quantisation: values in [−R, R] become integers in [0, Q); Flower's defaults.
-SECAGG_CLIPPING_RANGE = 8.0
-SECAGG_QUANTIZATION_RANGE = 2**22
 _SECAGG_MODULUS = 2**32
 Arrays = list[npt.NDArray[np.float32]]
-
-
-def secagg_client_clip(clipping_norm: float, num_parameters: int) -> float:
-    """The norm clients clip to under SecAgg+, so that after quantisation a contribution is still
-    within ``clipping_norm`` (each coordinate moves by less than Δ = 2R/Q).
-
-    Raises:
-        ConfigError: C is too small for the quantisation grid.
-    """
-    step = 2 * SECAGG_CLIPPING_RANGE / SECAGG_QUANTIZATION_RANGE
-    reduced = clipping_norm - math.sqrt(num_parameters) * step
-    if reduced <= 0.5 * clipping_norm:
-        raise ConfigError(
-            f"federated.clipping_norm {clipping_norm:g} is too small for SecAgg+ quantisation of "
-            f"{num_parameters} parameters; raise it or train fewer parameters"
-        )
-    return reduced
 
 
 @dataclass
@@ -180,6 +165,7 @@ class ClientLevelDpStrategy(Strategy):
 
     # -- randomness ----------------------------------------------------------------------------
     def _rng(self, server_round: int, purpose: int) -> np.random.Generator:
+        """Fresh OS entropy per draw in secure mode; a replay of the seed only in tests."""
         if self.config.privacy.secure_mode:
             return np.random.default_rng(secrets.randbits(128))
         return np.random.default_rng([self.config.training.seed, server_round, purpose])

@@ -48,8 +48,9 @@ class _Toy(torch.nn.Module):  # type: ignore[misc]
 
 
 def _strategy(d: int = 61, **federated: Any) -> ClientLevelDpStrategy:
+    """A strategy in the seeded test mode (secure_mode off), so a test can replay its noise."""
     settings = {"clients": 6, "clipping_norm": 0.5, "noise_multiplier": 0.7, **federated}
-    config = JobConfig.model_validate({"federated": settings})
+    config = JobConfig.model_validate({"federated": settings, "privacy": {"secure_mode": False}})
     plan = plan_client_level(config.federated, num_clients=config.federated.clients)
     model = FederatedModel(LoadedModel(_Toy(d), None, "toy", "lora"))
     return ClientLevelDpStrategy(ServerSetup(config, plan, model, "fingerprint", []))

@@ -29,6 +29,7 @@ from privacy_finetuner.training import RunResult, run_job
 JOB: dict[str, Any] = copy.deepcopy(TINY_JOB)
 JOB["data"]["validation_split"] = 0.0  # no evaluation: these tests are about the DP steps
 JOB["training"].update({"eval_tool_calls": 0, "checkpoint_every": 2})
+JOB["privacy"]["secure_mode"] = False  # compared with the single-process run: must replay
 
 
 def _summary(result: RunResult) -> dict[str, Any]:
