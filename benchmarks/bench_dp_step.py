@@ -9,10 +9,20 @@ batch 16, full fine-tuning; (b) (a) with LoRA r=8 on q/v; (c) GPT-2-style, 4 lay
 full; (d) (a) with seq 512, batch 8. GPU-sized (``--device cuda``): (e) Llama-style, 8 layers,
 hidden 1024, vocab 32000, seq 512, batch 16, full; (f) (e) with LoRA r=8 on q/v.
 
+Workload (g), ``--workloads g`` (run on its own, in this process): Llama-3.2-1B shapes (hidden
+2048, MLP 8192, 32/8 heads of 64, vocab 128256, tied embeddings) with random weights at reduced
+depth (``--g-layers``; each layer's cost is exact), full and LoRA (r = 16, all linear layers),
+under bf16 autocast. Non-private and the engine run on the SAME model, alternating in one process,
+so both see the same load: FLOPs (``torch.utils.flop_counter.FlopCounterMode``), aten op count
+(a kernel-launch proxy), host-sync ops, peak RSS during the step (sampled) and median time.
+The FLOPs of forward + backward + clipping at the full size (``--g-count-seq``/``--g-count-batch``,
+default T = 1024, batch 8) are also counted on the ``meta`` device (shapes only, no compute).
+
 Usage:
     python benchmarks/bench_dp_step.py [--steps 5] [--rounds 3] [--workloads a,b,c,d]
         [--modes nonprivate,ours,opacus_hooks,opacus_ghost] [--quick] [--json]
     python benchmarks/bench_dp_step.py --device cuda --precision bf16 --workloads a,e,f
+    python benchmarks/bench_dp_step.py --workloads g [--g-layers 1 --g-seq 256 --g-batch 1]
 
 On CUDA each step is synchronised before the clock stops, and the memory column is the peak GPU
 memory allocated by PyTorch (``torch.cuda.max_memory_allocated``) instead of the process's RSS.
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import statistics
@@ -287,6 +298,230 @@ def _opacus_missing() -> str | None:
     return None
 
 
+# ----------------------------------------------------------------------------- workload (g)
+G_SHAPES = {"hidden": 2048, "intermediate": 8192, "heads": 32, "kv_heads": 8, "vocab": 128256}
+G_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+_SYNC_OPS = ("_local_scalar_dense", "nonzero", "unique", "masked_select", "item")
+
+
+def _g_model(layers: int, lora: bool, device: str = "cpu") -> Any:
+    """Llama-3.2-1B-shaped model with random weights; built on ``device`` without HF's slow init."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=G_SHAPES["vocab"],
+        hidden_size=G_SHAPES["hidden"],
+        intermediate_size=G_SHAPES["intermediate"],
+        num_hidden_layers=layers,
+        num_attention_heads=G_SHAPES["heads"],
+        num_key_value_heads=G_SHAPES["kv_heads"],
+        head_dim=G_SHAPES["hidden"] // G_SHAPES["heads"],
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+    )
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    model.tie_weights()
+    if device != "meta":
+        model = model.to_empty(device=device)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.fill_(1.0)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+            for name, buf in model.named_buffers():
+                if "inv_freq" in name:  # rotary frequencies were never computed on meta
+                    half = torch.arange(0, buf.numel(), dtype=torch.float32)
+                    theta = float(getattr(cfg, "rope_theta", None) or 10000.0)
+                    buf.copy_(1.0 / (theta ** (half / buf.numel())))
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(r=16, lora_alpha=32, target_modules=G_LORA_TARGETS, lora_dropout=0.0),
+        )
+    model.config.use_cache = False
+    return model.train()
+
+
+class _OpCounter:
+    """aten ops (a kernel-launch proxy) and host-sync ops of a region (TorchDispatchMode)."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):  # type: ignore[no-untyped-call]
+            def __torch_dispatch__(
+                self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+            ) -> Any:
+                name = func.__name__
+                if not name.startswith(("detach", "view", "_unsafe_view", "t.", "transpose")):
+                    counter.ops += 1  # views/aliases launch no kernel
+                if any(s in name for s in _SYNC_OPS):
+                    counter.syncs += 1
+                return func(*args, **(kwargs or {}))
+
+        self.ops = 0
+        self.syncs = 0
+        self.mode = Mode()  # type: ignore[no-untyped-call]
+
+
+class _PeakRss:
+    """Peak resident set size while a region runs, sampled every 2 ms by a thread."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.002)
+
+    def __enter__(self) -> _PeakRss:
+        self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def _g_meta_flops(layers: int, lora: bool, seq: int, batch: int, budget_mb: float) -> list[float]:
+    """FLOPs of forward + backward (+ the engine's clipping) at full size, on meta tensors."""
+    from unittest import mock
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import masking_utils
+
+    from privacy_finetuner.engine import GradClipper, causal_lm_loss
+
+    # HF looks at position ids on the host to detect packed sequences; on meta there are none.
+    no_packing = mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda *_: None)
+    ids = torch.zeros(batch, seq, dtype=torch.long, device="meta")
+    data = {"input_ids": ids, "labels": ids.clone()}  # no mask: HF checks it on the host
+    out = []
+    for private in (False, True):
+        model = _g_model(layers, lora, device="meta")
+        counter = FlopCounterMode(display=False)
+        clipper = None
+        if private:
+            clipper = GradClipper(model, max_grad_norm=1.0, materialize_budget_mb=budget_mb)
+            clipper.reset()
+            clipper.begin(batch)
+        with counter, no_packing:
+            loss = causal_lm_loss(model, data)
+            loss.sum().backward()  # type: ignore[no-untyped-call]
+            if clipper is not None:
+                clipper.end()
+                clipper.clip_and_accumulate(None, batch)
+        out.append(float(counter.get_total_flops()))
+    return out
+
+
+def run_g(args: argparse.Namespace) -> int:
+    """Workload (g): non-private vs the engine on one model in one process (see module doc)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    warnings.simplefilter("ignore")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    missing = _opacus_missing()
+    print(f"opacus: {missing or 'installed (not wired into (g) yet)'}")
+    variants = [v for v in args.g_variants.split(",") if v]
+    rows: list[dict[str, Any]] = []
+    for variant in variants:
+        lora = variant == "lora"
+        for budget in (256.0, 32768.0):
+            np_f, dp_f = _g_meta_flops(
+                args.g_layers, lora, args.g_count_seq, args.g_count_batch, budget
+            )
+            print(
+                f"(g) {variant}: meta FLOPs fwd+bwd(+clip) at T={args.g_count_seq}, "
+                f"B={args.g_count_batch}, budget {budget:.0f} MiB: private/non-private = "
+                f"{dp_f / np_f:.3f} ({dp_f / 1e12:.2f} / {np_f / 1e12:.2f} TFLOP)"
+            )
+        model = _g_model(args.g_layers, lora)
+        batch = _batch(
+            {"batch": args.g_batch, "seq": args.g_seq, "vocab": G_SHAPES["vocab"]}, "cpu"
+        )
+        steps = {m: _step_fn(m, model, batch, True) for m in ("ours", "nonprivate")}
+        stats: dict[str, dict[str, Any]] = {m: {"times": []} for m in steps}
+        for mode, step in steps.items():  # first step: counted (and a warm-up)
+            ops = _OpCounter()
+            flops = FlopCounterMode(display=False)
+            with _PeakRss() as rss, flops, ops.mode:
+                step()
+            stats[mode].update(
+                flops=float(flops.get_total_flops()), ops=ops.ops, syncs=ops.syncs, rss=rss.peak
+            )
+        for _ in range(args.g_rounds):
+            for mode in ("nonprivate", "ours"):
+                with _PeakRss() as rss:
+                    start = time.perf_counter()
+                    steps[mode]()
+                    stats[mode]["times"].append(time.perf_counter() - start)
+                stats[mode]["rss"] = max(stats[mode]["rss"], rss.peak)
+        base = stats["nonprivate"]
+        for mode in ("nonprivate", "ours"):
+            st = stats[mode]
+            sec = statistics.median(st["times"])
+            rows.append(
+                {
+                    "variant": variant,
+                    "mode": mode,
+                    "s_per_step": sec,
+                    "time_x": sec / statistics.median(base["times"]),
+                    "flops_x": st["flops"] / base["flops"],
+                    "ops": st["ops"],
+                    "ops_x": st["ops"] / base["ops"],
+                    "syncs": st["syncs"],
+                    "peak_rss_mb": st["rss"] / 2**20,
+                    "mem_x": st["rss"] / base["rss"],
+                    "times": st["times"],
+                }
+            )
+        del model, steps
+    head = (
+        f"{'(g)':<6}{'mode':<12}{'s/step':>8}{'x time':>8}{'x FLOPs':>9}{'ops':>7}{'x ops':>7}"
+        f"{'syncs':>6}{'peak RSS MB':>13}{'x mem':>7}"
+    )
+    print(
+        f"(g) Llama-3.2-1B shapes, {args.g_layers} layer(s), T={args.g_seq}, "
+        f"batch {args.g_batch}, bf16 autocast, CPU, {args.g_rounds} timed rounds"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(
+            f"{r['variant']:<6}{r['mode']:<12}{r['s_per_step']:>8.2f}{r['time_x']:>8.2f}"
+            f"{r['flops_x']:>9.3f}{r['ops']:>7}{r['ops_x']:>7.2f}{r['syncs']:>6}"
+            f"{r['peak_rss_mb']:>13.0f}{r['mem_x']:>7.2f}"
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per subprocess")
@@ -302,7 +537,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--g-layers", type=int, default=1, help="(g): decoder layers")
+    parser.add_argument("--g-seq", type=int, default=256, help="(g): tokens per example, timed")
+    parser.add_argument("--g-batch", type=int, default=1, help="(g): examples, timed run")
+    parser.add_argument("--g-count-seq", type=int, default=1024, help="(g): T of the meta count")
+    parser.add_argument("--g-count-batch", type=int, default=8, help="(g): B of the meta count")
+    parser.add_argument("--g-rounds", type=int, default=2, help="(g): timed steps per mode")
+    parser.add_argument("--g-variants", default="full,lora", help="(g): full and/or lora")
     args = parser.parse_args(argv)
+    if args.workloads == "g":
+        return run_g(args)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the workers
     if args.worker:

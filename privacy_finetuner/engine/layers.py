@@ -13,6 +13,7 @@ gradient; their per-example gradients are materialised (small for norms, vmap fo
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -104,14 +105,22 @@ def _tokens(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1, t.shape[-1])
 
 
-def _autocast_input(x: Tensor) -> Tensor:
-    """``x`` in the autocast dtype if autocast is on: what the matmul would cast it to anyway, so
-    saving the cast (not the wider original) keeps the engine's saved activations as small as
-    the non-private ones."""
+def _no_autocast(t: Tensor) -> contextlib.AbstractContextManager[Any]:
+    """Autocast off for the per-example arithmetic (meta tensors have no autocast to switch)."""
+    if t.device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(t.device.type, enabled=False)
+
+
+def _autocast_inputs(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``x`` and ``weight`` in the autocast dtype if autocast is on: the casts the matmul would
+    make anyway, so saving them (not the wider originals) keeps the saved activations as small as
+    the non-private ones and the backward needs no second cast of the weight."""
     device = x.device.type
-    if torch.is_autocast_enabled(device) and x.is_floating_point():
-        return x.to(torch.get_autocast_dtype(device))
-    return x
+    if device == "meta" or not x.is_floating_point() or not torch.is_autocast_enabled(device):
+        return x, weight
+    dtype = torch.get_autocast_dtype(device)
+    return x.to(dtype), weight.to(dtype)
 
 
 class _LinearFn(torch.autograd.Function):
@@ -121,7 +130,7 @@ class _LinearFn(torch.autograd.Function):
     ) -> Tensor:
         ctx.sink = sink
         ctx.x_dtype = x.dtype
-        x = _autocast_input(x)
+        x, weight = _autocast_inputs(x, weight)
         ctx.save_for_backward(x, weight)
         return F.linear(x, weight, bias)
 
@@ -140,7 +149,7 @@ class _Conv1DFn(torch.autograd.Function):
     ) -> Tensor:
         ctx.sink = sink
         ctx.x_dtype = x.dtype
-        x = _autocast_input(x)
+        x, weight = _autocast_inputs(x, weight)
         ctx.save_for_backward(x, weight)
         out = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight)
         return out.view(*x.shape[:-1], weight.shape[1])
@@ -199,7 +208,7 @@ def _linear_sink(
         xt, gt = _tokens(x), _tokens(g)
         weight: Tensor = module.weight  # type: ignore[assignment]
         bias: Tensor | None = module.bias  # type: ignore[assignment]
-        with torch.autocast(x.device.type, enabled=False):
+        with _no_autocast(x):
             if weight.requires_grad:
                 left, right = (xt, gt) if transposed else (gt, xt)
                 mode = col.plan_mode(weight, xt.shape[1], left.dtype)
@@ -433,6 +442,8 @@ class _NormRule:
 
     def _behaves(self, x: Tensor) -> bool:
         """Check once, numerically, that the output is ``f(x) ⊙ weight + bias`` elementwise."""
+        if x.device.type == "meta":  # shape-only runs (FLOP counting) have no numbers to check
+            return True
         own = dict(self.module.named_parameters(recurse=False))
         probe = {k: torch.randn_like(v) for k, v in own.items()}
         self.busy = True
@@ -450,7 +461,7 @@ class _NormRule:
     def _make_sink(self) -> Callable[[Tensor, Tensor], None]:
         def sink(xhat: Tensor, g: Tensor) -> None:
             self.col.check_batch(g.shape[0], name=self.name)
-            with torch.autocast(g.device.type, enabled=False):
+            with _no_autocast(g):
                 gt = promote(_tokens(g))
                 for key, p in _trainable(self.module).items():
                     per_ex = (gt * promote(_tokens(xhat))).sum(1) if key == "weight" else gt.sum(1)
