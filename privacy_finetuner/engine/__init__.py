@@ -5,13 +5,15 @@ Needs the ``train`` extra (torch). See :class:`PrivacyEngine`.
 
 from privacy_finetuner.engine.batching import causal_lm_loss
 from privacy_finetuner.engine.clipper import GradClipper
-from privacy_finetuner.engine.privacy_engine import PrivacyEngine, StepResult
-from privacy_finetuner.engine.sampler import PoissonBatch, PoissonDataLoader
+from privacy_finetuner.engine.privacy_engine import Mechanism, PrivacyEngine, StepResult
+from privacy_finetuner.engine.sampler import PoissonBatch, PoissonDataLoader, PoissonTupleBatch
 
 __all__ = [
     "GradClipper",
+    "Mechanism",
     "PoissonBatch",
     "PoissonDataLoader",
+    "PoissonTupleBatch",
     "PrivacyEngine",
     "StepResult",
     "causal_lm_loss",
