@@ -300,6 +300,20 @@ def _strip_header(text: str, header: str) -> str:
     return text[: -len(header)] if header and text.endswith(header) else text
 
 
+def _find_turn(full: str, turn: str, prompt: str, lo: int) -> tuple[int, int] | None:
+    """Where ``turn`` (the turn as rendered last) occurs in ``full`` after ``lo``, anchored by the
+    end of its prompt (the generation header, the last user words) so that a tool result or user
+    turn with the same text and closing token is not taken for it (the anchor shrinks from 32
+    to 8 characters; with no anchor found the caller falls back to alignment)."""
+    for k in (32, 16, 8):
+        anchor = prompt[-k:]
+        at = full.find(anchor + turn, lo)
+        if at >= 0:
+            start = at + len(anchor)
+            return start, start + len(turn)
+    return None
+
+
 def _covers(span_text: str, message: Message) -> bool:
     """The span holds the turn's own visible content and every call's name."""
     visible = message.content.rsplit("</think>", 1)[-1].strip()
@@ -336,9 +350,9 @@ def target_spans(
         else:
             begin = _map_end(prompt, upto)
             turn = upto[begin:] if begin is not None else ""
-            found = full.find(turn, previous_end) if turn.strip() else -1
-            if found >= 0:
-                span = (found, found + len(turn))
+            found = _find_turn(full, turn, prompt, previous_end) if turn.strip() else None
+            if found is not None:
+                span = found
             else:
                 start, end = _map_end(prompt, full, previous_end), _map_end(upto, full)
                 if start is not None and end is not None and end > start:

@@ -259,3 +259,27 @@ def test_tool_call_format_override(base_tokenizer: Any) -> None:
     assert prompts[0].format == "pythonic"
     with pytest.raises(DataError, match="unknown tool-call format 'yaml'"):
         template_profile(tok, "yaml")
+
+
+def test_turn_search_is_anchored_to_its_prompt(base_tokenizer: Any) -> None:
+    """In a template that is not prefix-consistent, a tool result with the same text as the
+    next assistant turn (and the same closing token) is not taken for that turn."""
+    tok = _with_template(base_tokenizer, "last-tool-closed-differently")
+    same = "Done."
+    trace = Trace(
+        messages=(
+            Message("user", "Block card 1234."),
+            Message("assistant", "", (ToolCall("c1", "block_card", {"last4": "1234"}),)),
+            Message("tool", same, tool_call_id="c1"),
+            Message("assistant", same),
+        ),
+        user_id="u",
+    )
+    (example,), _ = encode_traces([trace], tok, max_length=512)
+    ids, labels = example.input_ids, example.labels
+    target = tok.decode([t for t in labels if t != IGNORE_INDEX])
+    assert target.count(same) == 1 and target.endswith(same + "<|im_end|>\n")
+    tail = tok(same + "<|im_end|>\n", add_special_tokens=False)["input_ids"]
+    assert ids[-len(tail) :] == tail
+    assert labels[-len(tail) :] == tail  # the assistant's own "Done." carries the loss
+    assert labels[-len(tail) - 1] == IGNORE_INDEX  # its header does not
