@@ -13,12 +13,19 @@ from privacy_finetuner.accounting.calibration import (
     calibrate_noise_multiplier,
     max_steps_within_budget,
 )
-from privacy_finetuner.accounting.epsilon import DpSegment, compute_epsilon, segments_to_event
+from privacy_finetuner.accounting.epsilon import (
+    DpSegment,
+    EpsilonEstimate,
+    compute_epsilon,
+    estimate_epsilon,
+    segments_to_event,
+)
 
 __all__ = [
     "ACCOUNTANTS",
     "Calibration",
     "DpSegment",
+    "EpsilonEstimate",
     "PrivacyAccountant",
     "calibrate_noise_multiplier",
     "check_accountant",
@@ -26,6 +33,7 @@ __all__ = [
     "check_epsilon",
     "check_noise_multiplier",
     "compute_epsilon",
+    "estimate_epsilon",
     "max_steps_within_budget",
     "segments_to_event",
 ]

@@ -2,7 +2,8 @@
 
 ε is decreasing in σ, so this is a root search. A full-precision PLD evaluation costs about a
 second for 10⁴ steps, so we bracket and bisect on a coarse PLD grid (pessimistic: its ε is an upper
-bound, so every σ it accepts is valid) and then tighten only the last few percent at full precision.
+bound, so every σ it accepts is valid) and then tighten only the last percent at full precision,
+by interpolation (about four full evaluations instead of a dozen bisection steps).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ __all__ = ["Calibration", "calibrate_noise_multiplier", "max_steps_within_budget
 _COARSE_PLD_DISCRETIZATION = 1e-3
 _SIGMA_MIN = 1e-2
 _SIGMA_MAX = 1e4
+#: The coarse search only has to land near the root; the full-precision search finishes it.
+_COARSE_RTOL = 1e-3
+_FINE_WINDOW = 0.01
 
 
 @dataclass(frozen=True)
@@ -43,25 +47,50 @@ class Calibration:
 def _epsilon_fn(
     *, delta: float, sample_rate: float, steps: int, accountant: str, discretization: float
 ) -> Callable[[float], float]:
+    cache: dict[float, float] = {}
+
     def epsilon(sigma: float) -> float:
-        segment = DpSegment(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
-        return compute_epsilon(
-            [segment], delta=delta, accountant=accountant, pld_discretization=discretization
-        )
+        if sigma not in cache:
+            segment = DpSegment(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
+            cache[sigma] = compute_epsilon(
+                [segment], delta=delta, accountant=accountant, pld_discretization=discretization
+            )
+        return cache[sigma]
 
     return epsilon
 
 
-def _bisect(
+def _refine(
     epsilon: Callable[[float], float], target: float, low: float, high: float, rtol: float
 ) -> float:
-    """Shrink [low, high] (ε(low) > target ≥ ε(high)) geometrically; return the valid end."""
+    """Shrink [low, high] (ε(low) > target ≥ ε(high)) to ``rtol``; return the valid end.
+
+    log ε is close to linear in log σ over a few percent, so interpolation predicts the root; we
+    then probe just above and just below it, which usually closes the bracket to ``rtol`` in two
+    evaluations. A probe that does not at least halve the bracket is followed by a bisection step,
+    so the worst case stays logarithmic. The answer is always a σ whose ε was checked ≤ target.
+    """
+    log_target = math.log(target)
     while high / low - 1 > rtol:
-        mid = math.sqrt(low * high)
-        if epsilon(mid) <= target:
-            high = mid
-        else:
-            low = mid
+        f_low = math.log(epsilon(low)) - log_target
+        f_high = math.log(max(epsilon(high), 1e-300)) - log_target
+        width = math.log(high / low)
+        share = f_low / (f_low - f_high) if f_low > f_high else 0.5
+        guess = math.exp(math.log(low) + width * min(max(share, 0.0), 1.0))
+        before = width
+        for probe in (guess * (1 + rtol / 3), guess * (1 - rtol / 3)):
+            if not low < probe < high:
+                continue
+            if epsilon(probe) <= target:
+                high = probe
+            else:
+                low = probe
+        if high / low - 1 > rtol and math.log(high / low) > before / 2:
+            mid = math.sqrt(low * high)
+            if epsilon(mid) <= target:
+                high = mid
+            else:
+                low = mid
     return high
 
 
@@ -77,6 +106,7 @@ def _bracket(epsilon: Callable[[float], float], target: float) -> tuple[float, f
     while epsilon(low) <= target:
         if low < _SIGMA_MIN:
             return low, low
+        high = low
         low /= 2
     return low, high
 
@@ -113,18 +143,18 @@ def calibrate_noise_multiplier(
     fine = _epsilon_fn(discretization=DEFAULT_PLD_DISCRETIZATION, **common)  # type: ignore[arg-type]
     if accountant == "rdp":
         low, high = _bracket(fine, target_epsilon)
-        sigma = high if low == high else _bisect(fine, target_epsilon, low, high, rtol)
+        sigma = high if low == high else _refine(fine, target_epsilon, low, high, rtol)
         return Calibration(noise_multiplier=sigma, epsilon=fine(sigma))
     coarse = _epsilon_fn(discretization=_COARSE_PLD_DISCRETIZATION, **common)  # type: ignore[arg-type]
     low, high = _bracket(coarse, target_epsilon)
     if low == high:
         return Calibration(noise_multiplier=high, epsilon=fine(high))
-    high = _bisect(coarse, target_epsilon, low, high, rtol)
+    high = _refine(coarse, target_epsilon, low, high, max(rtol, _COARSE_RTOL))
     # The coarse grid over-states ε, so the true minimum lies a little below ``high``.
-    low = high * (1 - 0.02)
+    low = high * (1 - _FINE_WINDOW)
     while fine(low) <= target_epsilon:
-        low *= 1 - 0.02
-    sigma = _bisect(fine, target_epsilon, low, high, rtol)
+        high, low = low, low * (1 - _FINE_WINDOW)
+    sigma = _refine(fine, target_epsilon, low, high, rtol)
     return Calibration(noise_multiplier=sigma, epsilon=fine(sigma))
 
 

@@ -13,7 +13,7 @@ from privacy_finetuner.accounting import (
     check_accountant,
     check_delta,
     check_noise_multiplier,
-    compute_epsilon,
+    estimate_epsilon,
 )
 from privacy_finetuner.cli._output import console, print_json
 
@@ -50,9 +50,18 @@ def epsilon(
     check_delta(delta)
     check_accountant(accountant)
     segment = DpSegment(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
-    eps = compute_epsilon([segment], delta=delta, accountant=accountant)
+    found = estimate_epsilon([segment], delta=delta, accountant=accountant)
+    eps = found.epsilon
     if as_json:
-        print_json({"epsilon": eps, "delta": delta, "accountant": accountant})
+        payload: dict[str, object] = {
+            "epsilon": eps,
+            "delta": delta,
+            "accountant": accountant,
+            "method": found.method,
+        }
+        if found.note is not None:
+            payload["note"] = found.note
+        print_json(payload)
         return
     rows = {
         "noise multiplier σ": f"{noise_multiplier:g}",
@@ -62,7 +71,11 @@ def epsilon(
         "accountant": accountant,
         "ε": f"{eps:.4f}",
     }
+    if found.method != accountant:
+        rows["computed with"] = found.method
     console.print(_table("DP-SGD privacy", rows))
+    if found.note is not None:
+        console.print(f"note: {found.note}", highlight=False)
 
 
 def calibrate(

@@ -3,7 +3,7 @@
 Each concern registers its commands from its own module (``cli/<concern>.py`` with a
 ``register(app)`` function); heavy imports (torch, FastAPI) happen inside the commands so that
 ``privacy-finetuner epsilon`` starts in well under a second. Errors from the package reach the user
-as one line and exit code 2 (bad input) or 1 (anything else), never as a traceback.
+as one line and an exit code from :data:`EXIT_CODES`, never as a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import typer
 from privacy_finetuner._version import __version__
 from privacy_finetuner.cli._output import print_error
 from privacy_finetuner.errors import (
+    AccountingError,
+    CheckpointError,
     ConfigError,
     DataError,
     GuardError,
@@ -69,11 +71,23 @@ def _register_commands() -> None:
 
 _register_commands()
 
-_BAD_INPUT = (ConfigError, DataError, GuardError, NotFoundError)
+#: The one table of exit codes, the same for every command (docs/configuration.md repeats it).
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "failure not caused by the input: a bug, the environment, a missing extra, a broken ledger",
+    2: "input to fix and rerun: a bad flag, config, data file or path; an unreachable ε; an "
+    "occupied or finished run directory; nothing to resume; work over the privacy budget",
+    3: "the privacy audit measured more leakage than the proven ε allows",
+    130: "interrupted (Ctrl-C); a training run saved a checkpoint to --resume from",
+}
+
+# Unreachable ε (CalibrationError) and an over-budget job are answers about the input, as is an
+# occupied or non-resumable run directory (CheckpointError): the user fixes a number or a path.
+_BAD_INPUT = (AccountingError, CheckpointError, ConfigError, DataError, GuardError, NotFoundError)
 
 
 def exit_code_for(exc: PrivacyFinetunerError) -> int:
-    """2 for input the user must fix, 1 for every other failure."""
+    """2 for input the user must fix, 1 for every other failure (see :data:`EXIT_CODES`)."""
     return 2 if isinstance(exc, _BAD_INPUT) else 1
 
 

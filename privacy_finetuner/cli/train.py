@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +13,7 @@ import typer
 import yaml
 
 from privacy_finetuner.cli._output import console, print_error, print_json
-from privacy_finetuner.errors import ConfigError
+from privacy_finetuner.errors import CheckpointError, ConfigError, NotFoundError
 
 __all__ = ["register", "train"]
 
@@ -20,10 +22,76 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE (e.g. privacy.delta=1e-6), got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not a valid YAML value"
+            raise ConfigError(
+                f"--set {key.strip()}: {value!r} is not a valid value ({problem}); quote strings "
+                "and close brackets, e.g. --set training.seed=3 or --set data.path=traces.jsonl"
+            ) from None
     return out
+
+
+def _refuse_job_changes_on_resume(resume: Path, given: dict[str, object]) -> None:
+    """A resumed run continues exactly the job in its config.yaml; silently ignoring a flag that
+    would change it (more steps, other data) would train something the user did not ask for."""
+    changing = [flag for flag, value in given.items() if value not in (None, False, [])]
+    if changing:
+        raise ConfigError(
+            f"--resume continues the run in {resume} exactly as saved in its config.yaml; "
+            f"{', '.join(changing)} would change that job: drop {'it' if len(changing) == 1 else 'them'}, "
+            "or start a new run with --output-dir"
+        )
+
+
+def _run_state(run_dir: Path) -> str | None:
+    """The state in a run directory's status.json, or None when it has none (or no run)."""
+    from privacy_finetuner.training.rundir import STATUS_FILE
+
+    try:
+        data = json.loads((run_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    state = data.get("state") if isinstance(data, dict) else None
+    return state if isinstance(state, str) else None
+
+
+def _check_run_dir(run_dir: Path, *, resume: bool) -> None:
+    """Say up front, before data and model load, that a directory cannot be used as asked."""
+    from privacy_finetuner.training.rundir import CHECKPOINT_DIR
+
+    state = _run_state(run_dir)
+    has_checkpoint = (run_dir / CHECKPOINT_DIR).is_dir()
+    if resume:
+        if not run_dir.is_dir():
+            raise NotFoundError(f"cannot resume {run_dir}: no such run directory")
+        if state in {"completed", "budget_exhausted"}:
+            raise CheckpointError(
+                f"{run_dir} holds a finished run (state: {state.replace('_', ' ')}); there is "
+                "nothing to resume: its model and report are in that directory"
+            )
+        if not has_checkpoint:
+            raise CheckpointError(
+                f"cannot resume {run_dir}: it has no checkpoint (the run stopped before its first "
+                "checkpoint); start it again with --output-dir"
+            )
+        return
+    if not run_dir.exists() or not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if state in {"completed", "budget_exhausted"}:
+        raise CheckpointError(
+            f"{run_dir} holds a finished run (state: {state.replace('_', ' ')}); "
+            "choose another --output-dir"
+        )
+    if has_checkpoint:
+        raise CheckpointError(
+            f"{run_dir} holds an unfinished run: continue it with --resume {run_dir}, "
+            "or choose another --output-dir"
+        )
+    raise CheckpointError(f"output directory {run_dir} is not empty; choose another --output-dir")
 
 
 def train(
@@ -66,6 +134,25 @@ def train(
     from privacy_finetuner.cli._runtime import quiet_runtime
     from privacy_finetuner.config import load_config, merge_overrides
 
+    if resume is not None:
+        _refuse_job_changes_on_resume(
+            resume,
+            {
+                "CONFIG": config,
+                "--example": example,
+                "--data": data,
+                "--model": model,
+                "--target-epsilon": target_epsilon,
+                "--delta": delta,
+                "--privacy-unit": privacy_unit,
+                "--max-steps": max_steps,
+                "--set": set_,
+                "--skip-invalid": skip_invalid,
+                "--audit": audit,
+            },
+        )
+        if output_dir is not None and output_dir.resolve() != resume.resolve():
+            raise ConfigError("--resume continues a run in its own directory; drop --output-dir")
     overrides: dict[str, Any] = {}
     if example is not None:
         from privacy_finetuner.training.examples import example_overrides
@@ -89,14 +176,15 @@ def train(
     from privacy_finetuner.training.rundir import CHECKPOINT_DIR, default_run_dir
 
     run_dir = resume or output_dir or job.output.dir or default_run_dir()
+    _check_run_dir(run_dir, resume=resume is not None)
+    # A progress bar is for a person watching a terminal; in a log file it is noise.
+    show_progress = not (no_progress or as_json) and sys.stderr.isatty()
     started = time.perf_counter()
     with quiet_runtime():
         from privacy_finetuner.training import run_job
 
         try:
-            result = run_job(
-                job, run_dir, progress=not (no_progress or as_json), resume=resume is not None
-            )
+            result = run_job(job, run_dir, progress=show_progress, resume=resume is not None)
         except KeyboardInterrupt:
             if (run_dir / CHECKPOINT_DIR).is_dir():
                 launcher = "privacy-finetuner"
@@ -162,11 +250,21 @@ def _report(result: Any, wall: float, as_json: bool) -> None:
 
     table = Table(title="DP fine-tuning finished", show_header=False)
     for key, value in payload.items():
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        table.add_row(key.replace("_", " "), text)
+        table.add_row(key.replace("_", " "), _display(value))
     console.print(table)
     if result.report_path is not None:
         console.print(f"report: {result.report_path.parent / 'report.html'}")
+
+
+def _display(value: Any) -> str:
+    """A value as a person reads it: no Python ``None``/``True``/``False`` on the console."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,14 @@
 The file named by the argument, else by ``PRIVACY_CONFIG``, else none (all defaults). Overrides
 (from CLI flags or the HTTP service) are a dict, nested or with dotted keys
 (``{"privacy.target_epsilon": 4}``); they win over the file. An error names the path inside the
-file and, where known, its line: ``job.yaml:7: privacy.target_epsilon: must be > 0``.
+file and, where known, its line: ``job.yaml:7: privacy.target_epsilon: must be > 0``; a bad value
+that came from an override is named as such, never blamed on a line of the file.
+
+Relative paths in the file (``data.path``, ``data.validation_path``, ``output.dir``, and a
+``model.name`` that names an existing local directory) resolve against the file's directory, so a
+job file works from any working directory; relative paths given as overrides resolve against the
+working directory, as on any command line. Either way the loaded config holds absolute paths, so
+the ``config.yaml`` a run saves is exactly the job that ran, wherever it is read back.
 """
 
 from __future__ import annotations
@@ -19,9 +26,16 @@ from pydantic import ValidationError
 from privacy_finetuner.config.schema import JobConfig
 from privacy_finetuner.errors import ConfigError, NotFoundError
 
-__all__ = ["CONFIG_ENV_VAR", "dump_config", "load_config", "merge_overrides"]
+__all__ = ["CONFIG_ENV_VAR", "PATH_KEYS", "dump_config", "load_config", "merge_overrides"]
 
 CONFIG_ENV_VAR = "PRIVACY_CONFIG"
+
+#: Keys holding file-system paths, resolved to absolute paths at load time.
+PATH_KEYS: tuple[tuple[str, str], ...] = (
+    ("data", "path"),
+    ("data", "validation_path"),
+    ("output", "dir"),
+)
 
 
 def _line_index(node: yaml.Node, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
@@ -79,8 +93,43 @@ def merge_overrides(base: dict[str, Any], overrides: Mapping[str, Any] | None) -
     return merged
 
 
+def _key_paths(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The leaf key paths of a nested mapping, to know which values an override set."""
+    out: set[tuple[str, ...]] = set()
+    for key, value in data.items():
+        path = (*prefix, *str(key).split("."))
+        if isinstance(value, Mapping) and value:
+            out |= _key_paths(value, path)
+        else:
+            out.add(path)
+    return out
+
+
+def _absolute_paths(data: dict[str, Any], base: Path, *, model_dirs: bool) -> dict[str, Any]:
+    """``data`` with its relative path values made absolute against ``base``."""
+    out = dict(data)
+    for section, key in PATH_KEYS:
+        block = out.get(section)
+        if isinstance(block, dict) and isinstance(block.get(key), str | os.PathLike):
+            value = Path(block[key]).expanduser()
+            if not value.is_absolute():
+                out[section] = {**block, key: str((base / value).resolve())}
+    model = out.get("model")
+    if model_dirs and isinstance(model, dict) and isinstance(model.get("name"), str):
+        name = Path(model["name"]).expanduser()
+        # A hub id ("org/model") looks like a relative path too: only a directory that exists
+        # next to the file, or a name written as ./ or ../, is taken as a path.
+        local = str(model["name"]).startswith((".", "~")) or (base / name).is_dir()
+        if not name.is_absolute() and local:
+            out["model"] = {**model, "name": str((base / name).resolve())}
+    return out
+
+
 def _format_error(
-    exc: ValidationError, source: str | None, lines: dict[tuple[str, ...], int]
+    exc: ValidationError,
+    source: str | None,
+    lines: dict[tuple[str, ...], int],
+    overridden: set[tuple[str, ...]] = frozenset(),  # type: ignore[assignment]
 ) -> str:
     first = exc.errors()[0]
     loc = tuple(str(p) for p in first["loc"])
@@ -95,6 +144,11 @@ def _format_error(
         message = message[0].lower() + message[1:] if message else message
     dotted = ".".join(loc) if loc else "(top level)"
     where = ""
+    if any(loc[:n] in overridden for n in range(len(loc), 0, -1)):
+        # The value came from a flag or an override: the file's lines are not to blame.
+        more = len(exc.errors()) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        return f"{dotted}: {message} (value given as a flag or override){suffix}"
     if source is not None:
         line = None
         for n in range(len(loc), 0, -1):
@@ -129,11 +183,13 @@ def load_config(
     if path is not None:
         source = str(path)
         data, lines = _read_yaml(Path(path))
-    data = merge_overrides(data, overrides)
+        data = _absolute_paths(data, Path(path).resolve().parent, model_dirs=True)
+    nested = merge_overrides({}, overrides)
+    data = merge_overrides(data, _absolute_paths(nested, Path.cwd(), model_dirs=False))
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source, lines)) from None
+        raise ConfigError(_format_error(exc, source, lines, _key_paths(nested))) from None
 
 
 def dump_config(config: JobConfig) -> str:

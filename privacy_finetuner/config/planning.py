@@ -61,6 +61,10 @@ def plan_privacy(config: JobConfig, *, num_units: int) -> Plan:
         warnings.simplefilter("always", PrivacyWarning)
         check_delta(privacy.delta, dataset_size=num_units)
     notes = [str(w.message) for w in caught]
+    for note in notes:
+        # Recorded for the report above; raised again so the console (and a caller's warning
+        # filters) see it too: a δ this large voids the guarantee the run will claim.
+        warnings.warn(note, PrivacyWarning, stacklevel=2)
     where = f"n={num_units} {privacy.privacy_unit}s, batch {training.batch_size} (q={q:.4g})"
     if privacy.noise_multiplier is not None:
         sigma = privacy.noise_multiplier

@@ -29,7 +29,8 @@ def test_epsilon_json_agrees_with_library(accountant: str) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert set(data) == {"epsilon", "delta", "accountant"}
+    assert set(data) == {"epsilon", "delta", "accountant", "method"}
+    assert data["method"] == accountant
     expected = compute_epsilon([DpSegment(1.0, 0.01, 1000)], delta=1e-5, accountant=accountant)
     assert data["epsilon"] == pytest.approx(expected, rel=1e-9)
     assert data["accountant"] == accountant
@@ -98,3 +99,19 @@ def test_version() -> None:
     proc = _run("--version")
     assert proc.returncode == 0
     assert proc.stdout.startswith("privacy-finetuner ")
+
+
+def test_tiny_noise_answers_with_a_bounded_upper_bound() -> None:
+    # Used to grow past 16 GB (σ 0.05) or die allocating 71 PiB (σ 1e-3, 10⁶ steps).
+    for sigma, steps, method in (("0.05", "100", "pld-coarse"), ("1e-3", "1000000", "rdp")):
+        proc = _run(
+            "epsilon", "--noise-multiplier", sigma, "--sample-rate", "1", "--steps", steps,
+            "--json",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)
+        assert data["method"] == method
+        assert "upper bound" in data["note"]
+    table = _run("epsilon", "-s", "0.05", "-q", "1", "--steps", "100")
+    assert table.returncode == 0
+    assert "pld-coarse" in table.stdout and "note:" in table.stdout

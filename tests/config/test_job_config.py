@@ -106,3 +106,61 @@ def test_the_example_file_is_the_embedded_example(monkeypatch: pytest.MonkeyPatc
     from_file = load_config(path).model_dump(mode="json")
     embedded = load_config(None, example_overrides("support-agent")).model_dump(mode="json")
     assert from_file == embedded
+
+
+def test_relative_paths_resolve_against_the_file_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "models" / "mine").mkdir(parents=True)
+    path = jobs / "job.yaml"
+    path.write_text(
+        "data:\n  path: traces.jsonl\n  validation_path: ../held/out.jsonl\n"
+        "output:\n  dir: runs/a\nmodel:\n  name: models/mine\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path)
+    assert config.data.path == jobs / "traces.jsonl"
+    assert config.data.validation_path == tmp_path / "held" / "out.jsonl"
+    assert config.output.dir == jobs / "runs" / "a"
+    assert config.model.name == str(jobs / "models" / "mine")
+    # A hub id is not a path, and an override is relative to the working directory.
+    hub = load_config(path, {"model.name": "org/model", "data.path": "other.jsonl"})
+    assert hub.model.name == "org/model"
+    assert hub.data.path == tmp_path / "other.jsonl"
+
+
+def test_saved_config_reads_back_identical_from_another_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, {"data.path": "traces.jsonl"})
+    saved = tmp_path / "run" / "config.yaml"
+    saved.parent.mkdir()
+    saved.write_text(dump_config(config), encoding="utf-8")
+    monkeypatch.chdir(saved.parent)
+    assert load_config(saved) == config
+
+
+def test_override_errors_do_not_blame_a_line_of_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "privacy:\n  delta: 1.0e-6\n  target_epsilon: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {"privacy.delta": 2})
+    message = str(info.value)
+    assert "job.yaml" not in message
+    assert message.startswith("privacy.delta: must be less than 1")
+    assert "flag or override" in message
+    with pytest.raises(ConfigError, match=r"job\.yaml:3: privacy\.target_epsilon"):
+        load_config(_write(tmp_path, "privacy:\n  delta: 1.0e-6\n  target_epsilon: -3\n"))
+
+
+def test_plan_raises_a_large_delta_as_a_privacy_warning() -> None:
+    from privacy_finetuner.config.planning import plan_privacy
+    from privacy_finetuner.errors import PrivacyWarning
+
+    config = load_config(None, {"privacy.delta": 0.5, "training.max_steps": 5})
+    with pytest.warns(PrivacyWarning, match=r"delta=0\.5 is larger than 1/n"):
+        plan = plan_privacy(config, num_units=100)
+    assert any("1/n" in note for note in plan.warnings)  # and the report still carries it
