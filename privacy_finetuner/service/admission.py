@@ -61,7 +61,8 @@ class EpsilonPool:
         with self._lock:
             if self._pool is pool:
                 self._pool = None
-        pool.terminate()
+        # terminate() joins the pool's handler threads; the refused request must not wait
+        threading.Thread(target=pool.terminate, name="eps-pool-terminate", daemon=True).start()
 
     def epsilon(self, counts: Mapping[str, int], *, delta: float, timeout_s: float) -> float:
         """ε (admission grid) of ``counts``, or AdmissionTimeout after ``timeout_s``."""
