@@ -17,6 +17,7 @@ from importlib import resources
 from privacy_finetuner.guard._model import Finding
 
 __all__ = [
+    "address_block",
     "address_findings",
     "first_names",
     "name_findings",
@@ -234,6 +235,13 @@ def _context(text: str, start: int) -> float:
     return 0.0
 
 
+#: Verbs that follow a person: a capitalised word before them is a name even outside the lists.
+_SPEECH_AFTER = re.compile(
+    r"(?:'s)?[ \t]+(?:said|says|asked|asks|told|tells|replied|wrote|writes|added|explained|"
+    r"confirmed|called|emailed|texted|lives|lived|works|worked|signed|approved|reported)\b"
+)
+
+
 def name_findings(text: str) -> Iterator[Finding]:
     """PERSON findings from titles, cue phrases, gazetteer sequences and SURNAME, Given forms."""
     first, last = first_names(), surnames()
@@ -257,6 +265,8 @@ def name_findings(text: str) -> Iterator[Finding]:
                 yield Finding(start, end, "PERSON", min(0.95, score), "name.context")
         elif gaz:
             yield Finding(start, end, "PERSON", gaz, "name.gazetteer")
+        elif _SPEECH_AFTER.match(text, end) and words[-1].casefold() not in common_names():
+            yield Finding(start, end, "PERSON", 0.6, "name.context")  # "Quionia said …"
     if _HAS_UPPER_PAIR.search(text):
         for match in _UPPER_SEQ_RE.finditer(text):
             words = match.group().split()
@@ -274,6 +284,8 @@ def name_findings(text: str) -> Iterator[Finding]:
 
 
 _LOWER_WORD = re.compile(rf"[{_LO}]{{3,}}")
+#: A whole lower-case word that is not glued to an identifier, path or address on its left.
+_LOWER_TOKEN = re.compile(rf"(?<![\w_./@\\\-:=#%&+~*`<>\[\]{{}}])[{_LO}]{{3,}}(?![\w])")
 #: Characters that make a word part of an identifier, a path, an address or markup, not prose.
 _GLUE = frozenset("_./@\\-:=#%&+~*`<>[]{}0123456789")
 
@@ -293,11 +305,8 @@ def _lower_case_names(text: str) -> Iterator[Finding]:
     size = len(text)
     words = [
         m
-        for m in _LOWER_WORD.finditer(text)
-        if (m.start() == 0 or not text[m.start() - 1].isalnum())
-        and (m.end() == size or not text[m.end()].isalnum())
-        and (m.start() == 0 or text[m.start() - 1] not in _GLUE)
-        and (m.end() == size or text[m.end()] not in _GLUE or text[m.end() : m.end() + 2] in _END)
+        for m in _LOWER_TOKEN.finditer(text)
+        if m.end() == size or text[m.end()] not in _GLUE or text[m.end() : m.end() + 2] in _END
     ]
     index = 0
     while index < len(words):
@@ -324,7 +333,11 @@ def _lower_pair(text: str, word: re.Match[str], nxt: re.Match[str], hits: set[st
     if head in _STOP or tail in _STOP or (head not in hits and tail not in hits):
         return False
     first, last = first_names(), surnames()
-    return (head in first or _fold(head) in first) and (tail in last or _fold(tail) in last)
+    if not (head in first or _fold(head) in first):
+        return False
+    if tail in last or _fold(tail) in last:
+        return True
+    return head in hits and tail not in _lower_names() and bool(_SURNAME_SHAPE.search(tail))
 
 
 #: Sentence punctuation right after a word ("by jonas." "by jonas.\n") keeps it prose.
@@ -460,6 +473,64 @@ def _widen(text: str, found: Finding) -> Finding:
     if (start, end) == (found.start, found.end):
         return found
     return Finding(start, end, found.type, found.score, found.detector)
+
+
+_BLOCK_WORD = re.compile(
+    rf"(?:[{_UP}\d(][\w'’.\-()]*|[{_LO}]{{1,3}}|[{_UP}{_LO}]+-[{_UP}][\w\-]*),?"
+)
+_BLOCK_STOP = frozenset(
+    _words("thanks thank regards best cheers dear hi hello kind sincerely yours sent from the")
+)
+
+
+#: ``, Springfield, IL 62704``, ``, ALT-DIETMANNS, Austria``: city, region, country, code.
+_INLINE_TAIL = re.compile(
+    rf"(?:,[ \t]*(?:{CAP}|[{_UP}][{_UP}\-]+)(?:[ \t]+(?:{CAP}|[{_UP}][{_UP}\-]+|de|del|na|am)){{0,3}}"
+    r"(?:[ 	]+\d{4,6}(?:-\d{4})?)?){1,3}"
+    r"|[ 	]+\d{5}(?:-\d{4})?(?![\w\-])"
+)
+
+
+def _block_line(line: str) -> bool:
+    """A short line of capitalised words and numbers: a unit, city, region, country or code."""
+    body = line.strip(" \t,")
+    if not body or len(body) > 48 or any(c in body for c in ':@?!;/\\=<>[]{}"') or "http" in body:
+        return False
+    words = body.split()
+    if len(words) > 6 or words[0].casefold().strip(",.") in _BLOCK_STOP:
+        return False
+    if sum(c.isdigit() for c in body) > 6:
+        return False  # a phone or account number on the next line is no part of the address
+    return all(_BLOCK_WORD.fullmatch(word) for word in words)
+
+
+def address_block(text: str, found: Finding) -> Finding:
+    """``found`` widened over the rest of its line and the address lines below it
+    (``Apt. 946`` / ``Suwałki`` / ``Poland 11248``): the street alone still locates a person."""
+    end = found.end
+    tail = _INLINE_TAIL.match(text, end)
+    if tail is not None and tail.end() > end:
+        end = tail.end()
+    eol = text.find("\n", end)
+    eol = len(text) if eol < 0 else eol
+    if end < eol and _block_line(text[end:eol]):
+        end = eol
+    for _ in range(4):
+        if end >= len(text) or text[end] != "\n":
+            break
+        nxt = end + 1
+        if text[nxt : nxt + 1] == "\n":  # one blank line inside an address block
+            nxt += 1
+        stop = text.find("\n", nxt)
+        stop = len(text) if stop < 0 else stop
+        if not _block_line(text[nxt:stop]):
+            break
+        end = stop
+    trimmed = len(text[:end].rstrip(" \t,."))
+    end = max(found.end, trimmed)
+    if end == found.end:
+        return found
+    return Finding(found.start, end, found.type, found.score, found.detector)
 
 
 def address_findings(text: str) -> Iterator[Finding]:

@@ -18,6 +18,7 @@ from privacy_finetuner.guard._keys_map import KEYED_TEXT_TYPES, entity_for_key
 from privacy_finetuner.guard._model import ENTITY_TYPES, Finding
 from privacy_finetuner.guard._names import (
     CAP,
+    address_block,
     name_findings,
     numbered_address_findings,
     unnumbered_address_findings,
@@ -110,6 +111,7 @@ class BuiltinDetector:
         windows = _digit_windows(text)
         if not windows:
             return found
+        start_count = len(found)
         # a rule whose cue words are nowhere in the text cannot fire in any window
         digit_rules = [
             rule
@@ -123,6 +125,13 @@ class BuiltinDetector:
                     found.append(finding.shifted(start))
             if "STREET_ADDRESS" in self.entities:
                 found.extend(f.shifted(start) for f in numbered_address_findings(window))
+        # The address lines around a numbered street, as a second candidate: if the wider span
+        # runs into a stronger finding (a phone on the next line) the street alone still counts.
+        for index in range(start_count, len(found)):
+            if found[index].type == "STREET_ADDRESS" and found[index].score >= 0.6:
+                wider = address_block(text, found[index])
+                if wider is not found[index]:
+                    found.append(wider)
         return found
 
 

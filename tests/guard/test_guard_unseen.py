@@ -126,6 +126,16 @@ def test_nhs_validator() -> None:
     assert not nhs_is_valid("9434765918") and not nhs_is_valid("1111111111")
 
 
+def test_address_block_lines_are_covered_but_a_phone_below_keeps_its_type() -> None:
+    block = "Ken Ito\n\n3037 ul. Północna 73\n Apt. 946\n Suwałki\n\n Poland 11248\n\nThanks"
+    findings = GUARD.find(block)
+    street = next(f for f in findings if f.type == "STREET_ADDRESS")
+    assert block[street.start : street.end].endswith("Poland 11248")
+    assert block[street.end :].strip() == "Thanks"
+    with_phone = "12 Main Street\nTel 020 7946 0958"
+    assert [f.type for f in GUARD.find(with_phone)] == ["STREET_ADDRESS", "PHONE"]
+
+
 def test_lower_case_common_words_are_never_names_alone() -> None:
     text = "can you grant access to the bill and mark it done by june"
     assert GUARD.find(text) == []
