@@ -321,7 +321,8 @@ def _lower_case_names(text: str) -> Iterator[Finding]:
             continue
         before, after = text[word.start() - 1 : word.start()], text[word.end() : word.end() + 1]
         quoted = before != "" and before in "\"'" and before == after  # a JSON value on its own
-        if quoted or _context(text, word.start()):
+        whole = word.start() == 0 and word.end() == size  # a JSON string walked as a value
+        if quoted or whole or _context(text, word.start()):
             yield Finding(word.start(), word.end(), "PERSON", 0.7, "name.lowercase")
 
 

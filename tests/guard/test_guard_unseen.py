@@ -7,6 +7,8 @@ secrets without a vendor prefix); none is copied from the evaluation sets in ben
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from stdnum import luhn
 from stdnum.es import dni
@@ -134,6 +136,26 @@ def test_address_block_lines_are_covered_but_a_phone_below_keeps_its_type() -> N
     assert block[street.end :].strip() == "Thanks"
     with_phone = "12 Main Street\nTel 020 7946 0958"
     assert [f.type for f in GUARD.find(with_phone)] == ["STREET_ADDRESS", "PHONE"]
+
+
+def test_names_as_json_values_under_keys_that_do_not_say_name() -> None:
+    call = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {
+                    "name": "close_ticket",
+                    "arguments": '{"approver": "jonas", "owner": "Ana López", "state": "done"}',
+                },
+            }
+        ],
+    }
+    out = GUARD.protect_messages([call]).messages[0]
+    arguments = out["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(arguments) == {"approver": "[PERSON]", "owner": "[PERSON]", "state": "done"}
 
 
 def test_lower_case_common_words_are_never_names_alone() -> None:
