@@ -61,8 +61,21 @@ class EpsilonPool:
         with self._lock:
             if self._pool is pool:
                 self._pool = None
-        # terminate() joins the pool's handler threads; the refused request must not wait
+        # terminate() joins the pool's handler threads; the refused request must not wait, and
+        # the replacement is spawned now so that the next submission finds it warm
         threading.Thread(target=pool.terminate, name="eps-pool-terminate", daemon=True).start()
+        self.warm_in_background()
+
+    def warm_in_background(self) -> None:
+        """Start (and warm) the workers without blocking the caller."""
+
+        def warm() -> None:
+            try:
+                self._get()
+            except Exception:
+                _log.warning("admission workers could not be started", exc_info=True)
+
+        threading.Thread(target=warm, name="eps-pool-warm", daemon=True).start()
 
     def epsilon(self, counts: Mapping[str, int], *, delta: float, timeout_s: float) -> float:
         """ε (admission grid) of ``counts``, or AdmissionTimeout after ``timeout_s``."""

@@ -29,6 +29,7 @@ from privacy_finetuner.errors import (
 )
 from privacy_finetuner.ledger.db import Database
 from privacy_finetuner.ledger.store import Ledger
+from privacy_finetuner.service.admission import shared_pool
 from privacy_finetuner.service.deps import AppContext
 from privacy_finetuner.service.jobspec import load_base_config, load_server_policy
 from privacy_finetuner.service.logs import configure_logging
@@ -188,6 +189,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if ctx.runner is not None:
             ctx.runner.start()
+        shared_pool().warm_in_background()  # admission ε workers: spawned once per process
         if freeze_gc:
             _freeze_startup_heap()
         _log.info("service started")

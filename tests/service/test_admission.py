@@ -61,9 +61,10 @@ def test_costly_plan_times_out_with_4xx_while_the_api_answers(
     make_env: Callable[..., Env],
 ) -> None:
     """σ = 0.3 over 10⁵ steps takes ~10 s of PLD: refused at the time limit, /healthz stays up."""
-    env = make_env(admission_timeout_s=0.5)
+    env = make_env(admission_timeout_s=30.0)
     ds = _ds(env)
-    _submit(env, ds, tiny_config(2))  # warms the ε workers
+    assert _submit(env, ds, tiny_config(2)).status_code == 202  # the ε workers are warm
+    env.ctx.settings.admission_timeout_s = 0.5
     result: dict[str, Any] = {}
 
     def hostile() -> None:
