@@ -154,7 +154,12 @@ def render_model_card(report: dict[str, Any]) -> str:
         "in this card and the released weights. **What it does not cover:** the base model's "
         "own pre-training data; hyper-parameter tuning on the private data, if any was done "
         "outside this run (not accounted); the validation split, which is held out and not "
-        "trained on, so no figure computed on it is published here.",
+        "trained on: no exact figure computed on it is published here"
+        + (
+            " (only the DP estimate below)."
+            if report["metrics"].get("dp_validation")
+            else "."
+        ),
     ]
     if d.get("missing_user_id") == "own_user" and unit == "user":
         lines += [
@@ -199,6 +204,7 @@ def render_model_card(report: dict[str, Any]) -> str:
             "data (a vocabulary learnt from private text would be a non-private release)."
         )
     final = report["metrics"].get("final") or {}
+    dp_val = report["metrics"].get("dp_validation") or {}
     lines += ["", "## Evaluation", ""]
     if final:
         lines.append(
@@ -207,13 +213,25 @@ def render_model_card(report: dict[str, Any]) -> str:
             f"{_num(final.get('tool_call_exact_match'))} on {final.get('tool_call_prompts', 0)} "
             "prompts."
         )
-    else:
+    if dp_val:
+        lines.append(
+            f"DP estimate on the private held-out {unit}s: validation loss ≈ "
+            f"{_num(dp_val.get('loss'), '.3g')} (perplexity ≈ {_num(dp_val.get('perplexity'), '.3g')}"
+            f"), the mean of each held-out {unit}'s loss per target token clipped to "
+            f"[0, {_num(dp_val.get('clip'), '.3g')}] plus Gaussian noise (σ = "
+            f"{_num(dp_val.get('noise_multiplier'), '.3g')}), itself "
+            f"({_num(dp_val.get('epsilon'), '.3g')}, {_num(dp_val.get('delta'), '.1g')})-DP. "
+            f"Held-out {unit}s are disjoint from the training {unit}s (parallel composition), so "
+            "the run's ε above covers it. It is noisy by design: read it as a rough figure."
+        )
+    if not final and not dp_val:
         lines.append(
             "No quality figure is published: exact metrics on private held-out users are not "
-            "covered by ε, and this version computes no DP estimate of them. Declare a public "
-            "validation set (`data.validation_path` with `data.validation_public: true`) to "
-            "publish metrics on it."
+            "covered by ε. Declare a public validation set (`data.validation_path` with "
+            "`data.validation_public: true`) to publish metrics on it."
         )
+    if dp_val and not final:
+        lines.append("Exact metrics on the private held-out users are internal diagnostics only.")
     if report.get("warnings"):
         lines += ["", "## Warnings", "", *[f"- {w}" for w in report["warnings"]]]
     lines += [

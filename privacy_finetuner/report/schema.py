@@ -85,7 +85,7 @@ PUBLIC_FIELDS: dict[str, Any] = {
         "total_parameters": _ANY,
     },
     "training": _ANY,  # the configured hyper-parameters (public inputs, not data statistics)
-    "metrics": {"epsilon": _ANY, "final": _ANY, "final_data": _ANY},
+    "metrics": {"epsilon": _ANY, "final": _ANY, "final_data": _ANY, "dp_validation": _ANY},
     "environment": _ANY,
     "warnings": _ANY,
     "internal_diagnostics": _ANY,

@@ -43,10 +43,10 @@ def _finite(x: Any) -> Any:
 
 def epsilon_validity(eng: Any, config: JobConfig) -> tuple[bool, list[str]]:
     """Whether the reported ε is a guarantee for this run, and if not, why."""
-    reasons: list[str] = []
-    if not config.privacy.secure_mode:
-        reasons.append(INSECURE_REASON)
-    if not bool(getattr(eng, "epsilon_valid", True)):
+    reasons = [str(r) for r in getattr(eng, "invalid_reasons", ())]  # the engine's own
+    if not config.privacy.secure_mode and not any("secure_mode" in r for r in reasons):
+        reasons.insert(0, INSECURE_REASON)
+    if not reasons and not bool(getattr(eng, "epsilon_valid", True)):
         reasons.append(_NOT_POISSON_REASON)
     return not reasons, reasons
 
@@ -68,8 +68,11 @@ def build_report(
     status: str,
     epsilon: float,
     final: dict[str, Any],
+    dp_validation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The released ``privacy_report.json``: only what the reported ε covers.
+
+    ``dp_validation`` is the released form of the DP validation estimate, if one was made.
 
     ``state`` is only read for the ε curve (a function of σ, q and the step count, all public).
     """
@@ -146,7 +149,12 @@ def build_report(
             "total_parameters": total,
         },
         "training": config.training.model_dump(mode="json"),
-        "metrics": {"epsilon": curve, "final": public_final, "final_data": final_data},
+        "metrics": {
+            "epsilon": curve,
+            "final": public_final,
+            "final_data": final_data,
+            "dp_validation": dp_validation,
+        },
         "environment": {"python": platform.python_version()},
         "warnings": warnings_,
         "internal_diagnostics": (
@@ -206,6 +214,12 @@ def build_internal(
     }
 
 
+def _dp_estimate_applies(config: JobConfig, prepared: PreparedData) -> bool:
+    """A DP estimate is made for a split of the private data only: a validation_path's users
+    may be training users too (no parallel composition), and a public one is published exact."""
+    return bool(prepared.validation) and config.data.validation_path is None
+
+
 def _invalid_entry(record: Any) -> dict[str, Any]:
     """File line, error code and field name of a skipped record; its reason text is kept out
     (it is built by the loader and may, in older data modules, quote a value)."""
@@ -226,8 +240,13 @@ def finish_run(
     status: str,
     epsilon: float,
     evaluate: Callable[[], dict[str, Any]],
+    dp_estimate: Callable[[float], Any] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Evaluate, save the model and tokenizer, and write the documents (report last).
+
+    ``dp_estimate(ε)`` returns the DP validation estimate calibrated to ε (a
+    :class:`~privacy_finetuner.training.dp_validation.DpEstimate`) or None; it is only asked
+    when the held-out units are a split of the training data (see that module).
 
     Returns the report path and the exact final metrics (internal: for the operator's process,
     not for release).
@@ -235,6 +254,9 @@ def finish_run(
     from privacy_finetuner.modeling.loading import save_trained
 
     final = evaluate() if prepared.validation else {}
+    estimate = None
+    if dp_estimate is not None and _dp_estimate_applies(config, prepared):
+        estimate = dp_estimate(epsilon)
     if config.output.save_model:
         save_trained(prepared.loaded, run)
     if prepared.canaries:
@@ -249,6 +271,7 @@ def finish_run(
         status=status,
         epsilon=epsilon,
         final=final,
+        dp_validation=estimate.to_report() if estimate is not None else None,
     )
     internal = build_internal(eng=eng, prepared=prepared, config=config, state=state, final=final)
     path = write_documents(run, report, internal, html=config.output.report_html)

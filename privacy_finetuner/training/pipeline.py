@@ -321,6 +321,23 @@ def _evaluate(
     return out
 
 
+def _dp_validation(prepared: PreparedData, model: Any, config: JobConfig, epsilon: float) -> Any:
+    """The DP estimate of the held-out loss at ε (see :mod:`.dp_validation`)."""
+    from privacy_finetuner.training.dp_validation import dp_validation_loss
+
+    tokenizer = prepared.loaded.tokenizer
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None) or len(tokenizer)
+    return dp_validation_loss(
+        model,
+        prepared.validation,
+        pad_token_id=tokenizer.pad_token_id,
+        vocab_size=int(vocab),
+        privacy_unit=config.privacy.privacy_unit,
+        epsilon=epsilon,
+        delta=config.privacy.delta,
+    )
+
+
 def run_job(
     config: JobConfig,
     run_dir: Path | None = None,
@@ -492,6 +509,7 @@ def _run(
             status,
             epsilon,
             lambda: _evaluate(prepared, model, config, full=True),
+            lambda eps: _dp_validation(prepared, model, config, eps),
         )
     except KeyboardInterrupt:
         # Trained but not yet reported: keep the final state so `--resume` only redoes the report.

@@ -148,3 +148,48 @@ def test_relations_zero_out_equals_add_remove_and_replace_one_costs_more() -> No
     assert epsilon_under_relation([], delta=1e-5, relation="replace_one") == 0.0
     with pytest.raises(InvalidParameterError, match="unknown neighbouring relation"):
         epsilon_under_relation(segments, delta=1e-5, relation="swap")
+
+
+def test_gaussian_calibration_matches_dp_accounting() -> None:
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+
+    from privacy_finetuner.accounting.relations import gaussian_noise_for_epsilon
+
+    for epsilon in (0.5, 4.0):
+        sigma = gaussian_noise_for_epsilon(epsilon, delta=1e-5)
+        acct = pld_privacy_accountant.PLDAccountant()
+        acct.compose(dp_accounting.GaussianDpEvent(sigma))
+        assert acct.get_epsilon(target_delta=1e-5) == pytest.approx(epsilon, rel=2e-3)
+    with pytest.raises(InvalidParameterError):
+        gaussian_noise_for_epsilon(float("inf"), delta=1e-5)
+
+
+def test_dp_mean_is_unbiased_with_the_calibrated_noise() -> None:
+    """The released estimate is the clipped mean plus N(0, (σ·clip/n)²), σ for (ε, δ)."""
+    import statistics
+
+    from privacy_finetuner.accounting.relations import gaussian_noise_for_epsilon
+    from privacy_finetuner.training.dp_validation import dp_mean
+
+    values = [0.5, 2.0, 9.0, -1.0] * 25  # 9.0 clips to 6.0, -1.0 to 0.0
+    clipped_mean = (0.5 + 2.0 + 6.0 + 0.0) / 4
+    draws = [dp_mean(values, clip=6.0, epsilon=2.0, delta=1e-5).value for _ in range(3000)]
+    sigma = gaussian_noise_for_epsilon(2.0, delta=1e-5)
+    expected_sd = sigma * 6.0 / len(values)
+    assert statistics.stdev(draws) == pytest.approx(expected_sd, rel=0.1)
+    assert abs(statistics.fmean(draws) - clipped_mean) < 5 * expected_sd / len(draws) ** 0.5
+    estimate = dp_mean(values, clip=6.0, epsilon=2.0, delta=1e-5)
+    assert estimate.noise_multiplier == sigma and estimate.to_report()["epsilon"] == 2.0
+
+
+def test_model_card_states_the_dp_validation_estimate() -> None:
+    report = _report()
+    report["metrics"]["dp_validation"] = {
+        "loss": 3.21, "perplexity": 24.8, "clip": 5.99, "noise_multiplier": 1.08,
+        "epsilon": 7.9, "delta": 1e-5, "aggregation": "mean", "composition": "parallel",
+    }  # fmt: skip
+    check_publishable(report)
+    card = render_model_card(report)
+    assert "DP estimate on the private held-out users: validation loss ≈ 3.21" in card
+    assert "parallel composition" in card and "No quality figure is published" not in card

@@ -173,6 +173,10 @@ def test_release_bundle_holds_only_what_epsilon_covers(
     assert report["privacy"]["neighbouring"] == "zero_out"
     assert report["privacy"]["epsilon_replace_one"] > report["privacy"]["epsilon"]
     assert report["metrics"]["final"] == {} and result.metrics["loss"] > 0  # exact: in-process
+    dp_val = report["metrics"]["dp_validation"]  # the DP estimate, at the run's ε (parallel)
+    assert dp_val["epsilon"] == pytest.approx(report["privacy"]["epsilon"])
+    assert dp_val["clip"] == pytest.approx(math.log(400)) and dp_val["noise_multiplier"] > 0
+    assert dp_val["loss"] != internal["metrics"]["final"]["loss"]
 
     out = tmp_path / "bundle"
     try:
