@@ -17,6 +17,7 @@ from privacy_finetuner.config.schema import TinyModelConfig
 
 __all__ = [
     "CHATML_TEMPLATE",
+    "CHATML_TOOLS_TEMPLATE",
     "SPECIAL_TOKENS",
     "build_tiny_model",
     "tokenizer_corpus",
@@ -44,6 +45,18 @@ CHATML_TEMPLATE = (
     "<|im_end|>{{ '\\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}{% endif %}"
+)
+
+
+#: The same ChatML, plus a ``tools`` turn first that lists each tool of the trace as
+#: ``name(param, ...)``: what the shipped public base is trained with, so it is always shown the
+#: tools it may call (compact, so the list costs a few dozen tokens, not a JSON schema's hundreds).
+CHATML_TOOLS_TEMPLATE = (
+    "{% if tools %}<|im_start|>tools{{ '\\n' }}"
+    "{% for t in tools %}{% set f = t['function'] if 'function' in t else t %}"
+    "{{ f['name'] }}({{ (f.get('parameters') or {}).get('properties', {}) | join(', ') }})"
+    "{% if not loop.last %} {% endif %}{% endfor %}<|im_end|>{{ '\\n' }}{% endif %}"
+    + CHATML_TEMPLATE
 )
 
 

@@ -102,3 +102,26 @@ def test_missing_models_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         load_base_model(ModelConfig(name="no-such-org/no-such-model"), max_length=32, seed=0)
     with pytest.raises(NotFoundError):
         load_trained(tmp_path)
+
+
+def test_tools_template_shows_each_tool_and_keeps_the_mask() -> None:
+    """CHATML_TOOLS_TEMPLATE (the public base's) lists the trace's tools as name(params) in a
+    first turn that carries no loss; the tool-call turns are still found and parse back."""
+    from privacy_finetuner.data import IGNORE_INDEX, encode_traces, tool_call_prompts
+    from privacy_finetuner.data.toolcalls import parse_tool_calls
+    from privacy_finetuner.modeling.tiny import CHATML_TOOLS_TEMPLATE
+
+    loaded, _ = _loaded()
+    tok = loaded.tokenizer
+    tok.chat_template = CHATML_TOOLS_TEMPLATE
+    trace = generate_traces(6, seed=3, domains=["banking"]).traces[0]
+    (prompt,) = tool_call_prompts([trace], tok)
+    assert prompt.prompt.startswith(
+        "<|im_start|>tools\nget_balance(account_id) transfer_funds(to_iban, amount) "
+        "block_card(card_last4, reason)<|im_end|>\n<|im_start|>system\n"
+    )
+    (example,), _ = encode_traces([trace], tok, max_length=1024)
+    target = tok.decode([t for t in example.labels if t != IGNORE_INDEX])
+    assert "get_balance(" not in target and "<|im_start|>" not in target
+    want = [(c.name, c.arguments) for c in prompt.expected]
+    assert parse_tool_calls(target)[: len(want)] == want
