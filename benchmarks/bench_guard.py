@@ -339,7 +339,8 @@ def evaluate(
         "mb": sum(len(r["text"].encode()) for r in records) / 1e6,
         "guard": score(records, predictions) | {"mb_per_s": speed},
     }
-    part = records[:: max(1, len(records) // max(subset, 1))][:subset]  # spread over the set
+    count = min(subset, len(records))  # spread over the set (its parts come in blocks)
+    part = [records[i * len(records) // count] for i in range(count)] if count else []
     sub_pred, sub_speed = timed(detect, part)
     result["subset_records"] = len(part)
     result["guard_subset"] = score(part, sub_pred) | {"mb_per_s": sub_speed}
