@@ -129,11 +129,7 @@ def build_report(
             "max_length": config.data.max_length,
             "skip_invalid": config.data.skip_invalid,
             "missing_user_id": config.data.missing_user_id,
-            "validation": (
-                "none"
-                if not prepared.validation
-                else "public" if config.data.validation_public else "private (not published)"
-            ),
+            "validation": _validation_kind(prepared, config, dp_validation),
         },
         "guard": {
             "enabled": config.guard.enabled,
@@ -212,6 +208,17 @@ def build_internal(
             ),
         },
     }
+
+
+def _validation_kind(
+    prepared: PreparedData, config: JobConfig, dp_validation: dict[str, Any] | None
+) -> str:
+    """What the released report says about the validation set."""
+    if not prepared.validation:
+        return "none"
+    if config.data.validation_public:
+        return "public"
+    return "private (DP estimate only)" if dp_validation else "private (not published)"
 
 
 def _dp_estimate_applies(config: JobConfig, prepared: PreparedData) -> bool:

@@ -3,7 +3,9 @@
 A run directory holds ``RUN_INCOMPLETE`` from the moment it is created until every output is
 written; ``status.json`` says ``running``, ``interrupted``, ``cancelled``, ``failed`` or
 ``completed``. ``privacy_report.json`` is written last, atomically, and only by a run that
-completed (or stopped early at a budget, whose ε is still valid).
+completed (or stopped early at a budget, whose ε is still valid). ``internal_diagnostics.json``
+beside it holds the exact statistics of the private data, which ε does not cover: it is for the
+operator and is never part of the bundle ``privacy-finetuner report release`` writes.
 """
 
 from __future__ import annotations

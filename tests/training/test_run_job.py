@@ -177,6 +177,7 @@ def test_release_bundle_holds_only_what_epsilon_covers(
     assert dp_val["epsilon"] == pytest.approx(report["privacy"]["epsilon"])
     assert dp_val["clip"] == pytest.approx(math.log(400)) and dp_val["noise_multiplier"] > 0
     assert dp_val["loss"] != internal["metrics"]["final"]["loss"]
+    assert report["data"]["validation"] == "private (DP estimate only)"
 
     out = tmp_path / "bundle"
     try:
