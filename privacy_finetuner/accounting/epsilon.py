@@ -257,13 +257,13 @@ def estimate_epsilon(
     if found is not None and found[0] < rdp:
         eps, grid = found
         note = (
-            f"σ this small (or this many steps) makes the full-precision PLD too large to compute; "
+            f"noise this small (or this many steps) makes the full-precision PLD too large to compute; "
             f"PLD on a grid of {grid:.3g} instead of {pld_discretization:g}: still an upper bound, "
             f"slightly looser than full precision (RDP gives {rdp:.6g})"
         )
         return EpsilonEstimate(eps, "pld-coarse", grid, note)
     note = (
-        "σ this small (or this many steps) makes the full-precision PLD too large to compute; "
+        "noise this small (or this many steps) makes the full-precision PLD too large to compute; "
         "this is the RDP upper bound (looser than PLD)"
     )
     return EpsilonEstimate(rdp, "rdp", None, note)

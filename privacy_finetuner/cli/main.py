@@ -9,6 +9,7 @@ as one line and an exit code from :data:`EXIT_CODES`, never as a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Annotated
 
@@ -93,6 +94,11 @@ def exit_code_for(exc: PrivacyFinetunerError) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and turn package errors into one line + exit code."""
+    if not sys.stderr.isatty():
+        # Progress bars of Hugging Face libraries ("Loading weights", downloads) are for a person
+        # at a terminal; in a log file or the service's JSON logs they are noise. Read by
+        # huggingface_hub at import, which no command has done yet.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         result = app(args=argv, standalone_mode=False)
     except PrivacyFinetunerError as exc:

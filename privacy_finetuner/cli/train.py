@@ -83,13 +83,13 @@ def _check_run_dir(run_dir: Path, *, resume: bool) -> None:
         return
     if state in {"completed", "budget_exhausted"}:
         raise CheckpointError(
-            f"{run_dir} holds a finished run (state: {state.replace('_', ' ')}); "
-            "choose another --output-dir"
+            f"output directory {run_dir} is not empty: it holds a finished run "
+            f"(state: {state.replace('_', ' ')}); choose another --output-dir"
         )
     if has_checkpoint:
         raise CheckpointError(
-            f"{run_dir} holds an unfinished run: continue it with --resume {run_dir}, "
-            "or choose another --output-dir"
+            f"output directory {run_dir} is not empty: it holds an unfinished run; continue it "
+            f"with --resume {run_dir}, or choose another --output-dir"
         )
     raise CheckpointError(f"output directory {run_dir} is not empty; choose another --output-dir")
 

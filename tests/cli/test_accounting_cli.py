@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -115,3 +116,18 @@ def test_tiny_noise_answers_with_a_bounded_upper_bound() -> None:
     table = _run("epsilon", "-s", "0.05", "-q", "1", "--steps", "100")
     assert table.returncode == 0
     assert "pld-coarse" in table.stdout and "note:" in table.stdout
+
+
+def test_no_hugging_face_progress_bars_when_stderr_is_not_a_terminal() -> None:
+    code = (
+        "import os\n"
+        "from privacy_finetuner.cli.main import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(os.environ.get('HF_HUB_DISABLE_PROGRESS_BARS'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "1"

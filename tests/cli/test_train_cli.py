@@ -160,3 +160,26 @@ def test_resume_refuses_flags_that_change_the_job(
     harmless = _run("train", "--resume", str(run), "--no-progress", "--json", cwd=job_dir)
     assert harmless.returncode == 2
     assert "nothing to resume" in _one_error_line(harmless)  # the flags were accepted
+
+
+def test_run_directory_checks_name_each_case(tmp_path: Path) -> None:
+    import json
+
+    from privacy_finetuner.cli.train import _check_run_dir
+    from privacy_finetuner.errors import CheckpointError, NotFoundError
+
+    interrupted = tmp_path / "interrupted"
+    (interrupted / "checkpoint").mkdir(parents=True)
+    (interrupted / "status.json").write_text(json.dumps({"state": "interrupted"}))
+    with pytest.raises(CheckpointError, match=f"continue it with --resume {interrupted}"):
+        _check_run_dir(interrupted, resume=False)
+    _check_run_dir(interrupted, resume=True)  # resumable: no complaint
+
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / "status.json").write_text(json.dumps({"state": "failed"}))
+    with pytest.raises(CheckpointError, match="has no checkpoint"):
+        _check_run_dir(early, resume=True)
+    with pytest.raises(NotFoundError, match="no such run directory"):
+        _check_run_dir(tmp_path / "nowhere", resume=True)
+    _check_run_dir(tmp_path / "fresh", resume=False)
