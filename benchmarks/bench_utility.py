@@ -407,8 +407,9 @@ def main() -> None:
         started = time.perf_counter()
         result = run_job(config, Path(tmp) / "dp", progress=not args.json)
         dp_seconds = time.perf_counter() - started
-        report = json.loads(Path(result.report_path or "").read_text())
-    dp_final = report["metrics"]["final"]
+        # Exact held-out metrics and timings: internal diagnostics, not in privacy_report.json.
+        internal = json.loads((Path(tmp) / "dp" / "internal_diagnostics.json").read_text())
+    dp_final = result.metrics
 
     # Same seed: same data, split, guard and tokenizer, and the same starting weights.
     baseline_config = _config(args, data, model, args.steps, args.baseline_lr[0])
@@ -425,7 +426,7 @@ def main() -> None:
         "validation_loss": dp_final["loss"],
         "tool_call_exact_match": dp_final["tool_call_exact_match"] or 0.0,
         "tool_name_match": dp_final.get("tool_call_name_match") or 0.0,
-        "seconds": report["timing"]["train_seconds"],  # the training loop, as for non-private
+        "seconds": internal["timing"]["train_seconds"],  # the training loop, as for non-private
         "job_seconds": round(dp_seconds, 1),  # + data, guard, evaluation, report
     }
     non_private_em = non_private["tool_call_exact_match"]
