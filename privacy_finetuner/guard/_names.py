@@ -443,9 +443,17 @@ _UNIT_LINE = re.compile(
 )
 
 
+_UNIT_WORDS = ("Apt", "Apartment", "Suite", "Ste", "Unit", "Flat", "Box")
+#: A word, a blank and a digit: without it no ``number Words number`` street can be there.
+_WORD_THEN_NUMBER = re.compile(r"[^\W\d_][ \t]+\d")
+
+
 def _generic_addresses(text: str) -> Iterator[Finding]:
-    for match in _UNIT_LINE.finditer(text):
-        yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.6, "address.unit")
+    if any(word in text for word in _UNIT_WORDS):
+        for match in _UNIT_LINE.finditer(text):
+            yield Finding(match.start(), match.end(), "STREET_ADDRESS", 0.6, "address.unit")
+    if _WORD_THEN_NUMBER.search(text) is None:
+        return
     for match in _GENERIC_RE.finditer(text):
         words = text[match.start() : match.end()].split()[1:-1]
         if not words or any(w.casefold() in _STOP - {"street", "road", "avenue"} for w in words):
