@@ -35,6 +35,7 @@ DICT = Path("/usr/share/dict")
 ENGLISH = ("american-english", "british-english")
 OTHER = ("ngerman", "french", "spanish", "italian")
 
+
 def _split(text: str) -> list[str]:
     """Split a word list written as one string (keeps long lists compact)."""
     return text.split()
