@@ -226,7 +226,8 @@ def template_profile(tokenizer: Any, tool_call_format: str = "auto") -> Template
 
 def template_messages(trace: Trace, profile: TemplateProfile) -> list[dict[str, Any]]:
     """The trace's messages in the form the template expects: stable 9-alphanumeric ids (one
-    map for ``tool_calls[].id`` and ``tool_call_id``), arguments as dict or JSON string."""
+    map for ``tool_calls[].id`` and ``tool_call_id``), arguments as dict or JSON string, and a
+    tool message's ``name`` (the function it answers) where the trace leaves it out."""
     ids: dict[str, str] = {}
 
     def mapped(original: str) -> str:
@@ -234,6 +235,7 @@ def template_messages(trace: Trace, profile: TemplateProfile) -> list[dict[str, 
             ids[original] = f"call{len(ids) + 1:05d}"
         return ids[original]
 
+    called = {c.id: c.name for m in trace.messages for c in m.tool_calls}
     out: list[dict[str, Any]] = []
     for m in trace.messages:
         msg: dict[str, Any] = {"role": m.role, "content": m.content}
@@ -257,6 +259,8 @@ def template_messages(trace: Trace, profile: TemplateProfile) -> list[dict[str, 
             msg["tool_call_id"] = mapped(m.tool_call_id)
         if m.name is not None:
             msg["name"] = m.name
+        elif m.role == "tool" and m.tool_call_id in called:
+            msg["name"] = called[m.tool_call_id]  # Hermes-style templates require it
         out.append(msg)
     return out
 
@@ -268,13 +272,17 @@ def _map_end(part: str, full: str, lo: int = 0) -> int | None:
     answer is its length. Otherwise the two are aligned and the end of ``part`` must fall at the
     end of a matching block of at least a few characters at or after ``lo``.
     """
-    if full.startswith(part):
-        return len(part)
-    mapped = _align_end(part, full, lo)
-    if mapped is None and part != part.rstrip():
-        # A generation header whose trailing whitespace the turn itself does not repeat.
-        mapped = _align_end(part.rstrip(), full, lo)
-    return mapped
+    candidates = tuple(dict.fromkeys((part, part.rstrip())))
+    for candidate in candidates:
+        # Trailing whitespace after a header or a closing token is often formatting noise
+        # that the full rendering spells differently (indentation left by a block tag).
+        if full.startswith(candidate):
+            return len(candidate)
+    for candidate in candidates:
+        mapped = _align_end(candidate, full, lo)
+        if mapped is not None:
+            return mapped
+    return None
 
 
 def _align_end(part: str, full: str, lo: int) -> int | None:
@@ -350,7 +358,11 @@ def target_spans(
         else:
             begin = _map_end(prompt, upto)
             turn = upto[begin:] if begin is not None else ""
-            found = _find_turn(full, turn, prompt, previous_end) if turn.strip() else None
+            found = None
+            if turn.strip():
+                found = _find_turn(full, turn, prompt, previous_end) or _find_turn(
+                    full, turn.rstrip(), prompt, previous_end
+                )
             if found is not None:
                 span = found
             else:

@@ -121,6 +121,58 @@ def _closing_bracket(text: str, start: int) -> int:
     return -1
 
 
+def _split_top(text: str, sep: str = ",") -> list[str]:
+    """``text`` split at ``sep`` outside brackets and quotes."""
+    parts: list[str] = []
+    depth, start, k = 0, 0, 0
+    quote: str | None = None
+    while k < len(text):
+        ch = text[k]
+        if quote:
+            if ch == "\\":
+                k += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append(text[start:k])
+            start = k + 1
+        k += 1
+    parts.append(text[start:])
+    return parts
+
+
+_CALL = re.compile(r"\s*([A-Za-z_][\w.]*)\((.*)\)\s*", re.DOTALL)
+
+
+def _lenient_calls(inner: str) -> list[ParsedCall] | None:
+    """``f(a=x, b=2)`` lists whose values are printed bare (``"%s" | format(v)`` in some Llama
+    3.2 templates: ``city=Lisbon``), which are not Python: each value is a literal where
+    :func:`ast.literal_eval` reads one, else its text (typed later by the tool's schema)."""
+    calls: list[ParsedCall] = []
+    for part in _split_top(inner):
+        match = _CALL.fullmatch(part)
+        if match is None:
+            return None
+        args: dict[str, Any] = {}
+        body = match.group(2).strip()
+        for item in _split_top(body) if body else []:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip().isidentifier():
+                return None
+            try:
+                args[key.strip()] = ast.literal_eval(raw.strip())
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                args[key.strip()] = raw.strip()
+        calls.append((match.group(1), args))
+    return calls
+
+
 def _parse_pythonic(text: str) -> list[ParsedCall]:
     """Every ``[f(a=1), g(b="x")]`` list in ``text``: parsed by
     :func:`ast.parse`, arguments by :func:`ast.literal_eval`; nothing is executed."""
@@ -133,7 +185,12 @@ def _parse_pythonic(text: str) -> list[ParsedCall]:
         try:
             tree = ast.parse(text[start : end + 1], mode="eval")
         except (SyntaxError, ValueError, MemoryError, RecursionError):
-            start = text.find("[", start + 1)
+            lenient = _lenient_calls(text[start + 1 : end])
+            if lenient:
+                calls.extend(lenient)
+                start = text.find("[", end + 1)
+            else:
+                start = text.find("[", start + 1)
             continue
         if isinstance(tree.body, ast.List) and tree.body.elts:
             parsed = [_pythonic_call(e) for e in tree.body.elts]
@@ -141,6 +198,12 @@ def _parse_pythonic(text: str) -> list[ParsedCall]:
                 calls.extend(p for p in parsed if p is not None)
                 start = text.find("[", end + 1)
                 continue
+            if all(isinstance(e, ast.Call) for e in tree.body.elts):  # bare values: ACC1, ORD-7
+                lenient = _lenient_calls(text[start + 1 : end])
+                if lenient:
+                    calls.extend(lenient)
+                    start = text.find("[", end + 1)
+                    continue
         start = text.find("[", start + 1)
     return calls
 

@@ -241,6 +241,17 @@ GENERATION_BLOCKS = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# DeepSeek-V3-style whitespace noise: block tags leave indentation inside the turn (the
+# generation prompt ends with a newline, the rendered turn starts with spaces) and the last
+# message is closed with other whitespace than earlier ones.
+WHITESPACE_NOISE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}"
+    "{% if m.role == 'assistant' %}    {% else %}{{ '\\n' }}{% endif %}{{ m.content }}"
+    "{% if m.role == 'assistant' and m.tool_calls %}" + _CHATML_CALL + "{% endif %}"
+    "<|im_end|>{% if loop.last %}{{ '\\n' }}{% else %}  {% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}{% endif %}"
+)
+
 TEMPLATES: dict[str, str] = {
     "qwen2.5": QWEN25,
     "llama3-json": LLAMA3_JSON,
@@ -256,6 +267,7 @@ TEMPLATES: dict[str, str] = {
     "tools-only-after-user": TOOLS_ONLY_AFTER_USER,
     "validates-ids": VALIDATES_IDS,
     "generation-blocks": GENERATION_BLOCKS,
+    "whitespace-noise": WHITESPACE_NOISE,
 }
 
 #: The tool-call format each template's probe render must be detected as.
@@ -264,7 +276,7 @@ FORMATS: dict[str, str] = {
     "deepseek": "deepseek", "qwen3-coder-xml": "xml", "glm-xml": "xml",
     "llama3.2-pythonic": "pythonic", "drops-reasoning": "json", "header-regardless": "json",
     "last-tool-closed-differently": "json", "tools-only-after-user": "json",
-    "validates-ids": "json", "generation-blocks": "json",
+    "validates-ids": "json", "generation-blocks": "json", "whitespace-noise": "json",
 }  # fmt: skip
 
 #: Fixtures that print the tool list into the prompt (the others ignore ``tools``).

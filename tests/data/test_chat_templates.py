@@ -210,7 +210,18 @@ def test_parsers_per_format_never_execute_code() -> None:
         ("f", {}),
     ]
     assert parse_tool_calls("[__import__('os').system('true')]", "pythonic") == []
-    assert parse_tool_calls('[f(x=open("/etc/passwd"))]', "pythonic") == []
+    # A call inside an argument is never run: it is kept as the text it is.
+    assert parse_tool_calls('[f(x=open("/etc/passwd"))]', "pythonic") == [
+        ("f", {"x": 'open("/etc/passwd")'})
+    ]
+    # Values printed bare ('"%s" | format(v)' in some Llama 3.2 templates) are read as text.
+    assert parse_tool_calls("[request_refund(order_id=ORD-70808, reason=late), g(n=3)]") == [
+        ("request_refund", {"order_id": "ORD-70808", "reason": "late"}),
+        ("g", {"n": 3}),
+    ]
+    assert parse_tool_calls("[search(city=London, day=2026-09-20)]", "pythonic") == [
+        ("search", {"city": "London", "day": "2026-09-20"})
+    ]
     xml = "<function=block_card>\n<parameter=card_last4>\n0042\n</parameter>\n</function>"
     assert parse_tool_calls(xml, "xml") == [("block_card", {"card_last4": "0042"})]
     ds = ("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n"
@@ -283,3 +294,24 @@ def test_turn_search_is_anchored_to_its_prompt(base_tokenizer: Any) -> None:
     assert ids[-len(tail) :] == tail
     assert labels[-len(tail) :] == tail  # the assistant's own "Done." carries the loss
     assert labels[-len(tail) - 1] == IGNORE_INDEX  # its header does not
+
+
+def test_tool_message_name_is_filled_from_its_call(base_tokenizer: Any) -> None:
+    """Hermes-style templates raise on a tool message without ``name``; it is the function the
+    message answers, so it is filled in from the call."""
+    tok = copy.deepcopy(base_tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m.role == 'tool' and m.name is not defined %}"
+        "{{ raise_exception('Tool response dicts require a name') }}{% endif %}"
+        "<|im_start|>{{ m.role }}\n{% if m.role == 'tool' %}{{ m.name }}: {% endif %}"
+        "{{ m.content }}{% for c in m.tool_calls or [] %}<tool_call>{{ c.function | tojson }}"
+        "</tool_call>{% endfor %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    nameless = Trace(
+        tuple(Message(m.role, m.content, m.tool_calls, m.tool_call_id) for m in _trace().messages),
+        "u1",
+        tools=_TOOLS,
+    )
+    (example,), _ = encode_traces([nameless], tok, max_length=4096)
+    assert "search_hotels: " + RESULT_1 in tok.decode(example.input_ids)
