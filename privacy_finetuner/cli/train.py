@@ -213,9 +213,16 @@ def _check_audit(result: Any, as_json: bool) -> None:
     proven = "not valid" if audit.claimed_epsilon is None else f"{audit.claimed_epsilon:.4g}"
     median = audit.exposure.get("median_bits")
     if not as_json:
+        group = int(getattr(audit, "group_size", 1) or 1)
+        # Say what the proven figure is: one unit's ε when a canary is one unit, else group ε.
+        scope = (
+            "per canary = one privacy unit"
+            if group == 1
+            else f"per canary = {group} privacy units, group privacy applied"
+        )
         console.print(
-            f"audit: proven ε {proven} (per canary, group privacy applied) vs measured lower "
-            f"bound {bound:.3g} at 95% confidence; median canary exposure "
+            f"audit: proven ε {proven} ({scope}) vs measured lower bound {bound:.3g} at 95% "
+            f"confidence; median canary exposure "
             f"{'n/a' if median is None else f'{median:.2f}'} bits"
         )
     if audit.violation:

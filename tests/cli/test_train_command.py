@@ -183,3 +183,28 @@ def test_run_directory_checks_name_each_case(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="no such run directory"):
         _check_run_dir(tmp_path / "nowhere", resume=True)
     _check_run_dir(tmp_path / "fresh", resume=False)
+
+
+@pytest.mark.parametrize(("group", "scope"), [(1, "one privacy unit"), (10, "10 privacy units")])
+def test_audit_line_says_what_the_proven_epsilon_covers(
+    group: int, scope: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from privacy_finetuner.audit.one_run import OneRunBound
+    from privacy_finetuner.audit.runner import AuditResult
+    from privacy_finetuner.cli.train import _check_audit
+
+    bound = OneRunBound(
+        epsilon_lower=0.1, confidence=0.95, delta=1e-5, m=64, members=32, k_plus=4, k_minus=4,
+        correct=5, grid_size=10,
+    )  # fmt: skip
+    audit = AuditResult(
+        proven_epsilon=2.0, delta=1e-5, group_size=group, claimed_epsilon=2.0 * group,
+        claimed_delta=1e-5, one_run=bound, exposure={"median_bits": 1.5}, mia=[], canaries=64,
+        repeats=group,
+    )  # fmt: skip
+    _check_audit(SimpleNamespace(audit=audit), as_json=False)
+    out = capsys.readouterr().out
+    assert scope in out
+    assert ("group privacy applied" in out) == (group > 1)
