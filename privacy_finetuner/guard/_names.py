@@ -300,7 +300,10 @@ def _lower_case_names(text: str) -> Iterator[Finding]:
     candidates = set(_LOWER_WORD.findall(text))
     hits = candidates & eligible
     hits.update(w for w in candidates - hits if not w.isascii() and _fold(w) in eligible)
-    if not hits:
+    first, last, common = first_names(), surnames(), common_names()
+    # any listed name, ordinary word or not, counts right after a strong cue ("my name is leone")
+    known = {w for w in candidates - hits if (w in first or w in last) and w not in common}
+    if not hits and not known:
         return
     size = len(text)
     words = [
@@ -318,6 +321,8 @@ def _lower_case_names(text: str) -> Iterator[Finding]:
             continue
         index += 1
         if word.group() not in hits:
+            if word.group() in known and _context(text, word.start()) >= 0.85:
+                yield Finding(word.start(), word.end(), "PERSON", 0.75, "name.lowercase")
             continue
         before, after = text[word.start() - 1 : word.start()], text[word.end() : word.end() + 1]
         quoted = before != "" and before in "\"'" and before == after  # a JSON value on its own

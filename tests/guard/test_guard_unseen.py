@@ -32,6 +32,7 @@ FOUND = [
     ("PERSON", "ok, this is Priya from billing", "Priya"),
     ("PERSON", "ticket closed, approved by jonas", "jonas"),
     ("PERSON", "ana lópez called about the parcel", "ana lópez"),
+    ("PERSON", "hi, my name is vitoria", "vitoria"),
     ("PERSON", "Thanks, Rose", "Rose"),
     ("PERSON", "Dr. Hope Adams will call you", "Hope Adams"),
     ("PERSON", "forwarded to Bill Okafor", "Bill Okafor"),
