@@ -207,6 +207,8 @@ def template_profile(tokenizer: Any, tool_call_format: str = "auto") -> Template
             header_regardless=_regardless_header(tokenizer),
             generation_blocks=bool(re.search(r"\{%-?\s*generation\s*-?%\}", template)),
         )
+        if len(_PROFILES) >= 64:  # a long-lived service loads a tokenizer per job
+            _PROFILES.clear()
         _PROFILES[key] = cached
     if tool_call_format != "auto":
         if tool_call_format not in TOOL_CALL_FORMATS:
