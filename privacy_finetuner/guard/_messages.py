@@ -90,7 +90,8 @@ class MessageProtector:
             data = json.loads(text)
         except ValueError:
             return self.text(text)
-        return json.dumps(self.value(data), ensure_ascii=False)
+        # keep the document's own escaping, so protect + reveal gives the input back byte for byte
+        return json.dumps(self.value(data), ensure_ascii="\\u" in text)
 
     def value(self, data: Any, key: str | None = None) -> Any:
         """Protected copy of a JSON value; ``key`` is the key it sits under, if any."""

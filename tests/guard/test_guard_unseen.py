@@ -162,3 +162,11 @@ def test_names_as_json_values_under_keys_that_do_not_say_name() -> None:
 def test_lower_case_common_words_are_never_names_alone() -> None:
     text = "can you grant access to the bill and mark it done by june"
     assert GUARD.find(text) == []
+
+
+def test_tool_json_keeps_its_own_escaping() -> None:
+    escaped = '{"note": "Callej\\u00f3n 5", "email": "a@b.com"}'
+    plain = '{"note": "Callejón 5", "email": "a@b.com"}'
+    for content in (escaped, plain):
+        out = GUARD.protect_messages([{"role": "tool", "content": content}]).messages[0]
+        assert out["content"] == content.replace("a@b.com", "[EMAIL]")
