@@ -177,7 +177,12 @@ def _step_fn(mode: str, model: Any, batch: dict[str, Any], bf16: bool) -> Any:
             max_physical_batch_size=batch["input_ids"].shape[0],
             autocast_dtype=torch.bfloat16 if bf16 else None,
         )
-        return lambda: engine.step(batch)
+
+        def step_ours() -> Any:
+            return engine.step(batch)
+
+        step_ours.engine = engine  # type: ignore[attr-defined]  # (g) toggles σ on it
+        return step_ours
     from opacus import PrivacyEngine as OpacusEngine
 
     opacus = OpacusEngine()
@@ -300,6 +305,7 @@ def _opacus_missing() -> str | None:
 
 # ----------------------------------------------------------------------------- workload (g)
 G_SHAPES = {"hidden": 2048, "intermediate": 8192, "heads": 32, "kv_heads": 8, "vocab": 128256}
+G_MODES = ("nonprivate", "ours", "ours_sigma0")  # the engine with σ = 0: clipping without noise
 G_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _SYNC_OPS = ("_local_scalar_dense", "nonzero", "unique", "masked_select", "item")
 
@@ -361,8 +367,8 @@ class _OpCounter:
                 self, func: Any, types: Any, args: Any = (), kwargs: Any = None
             ) -> Any:
                 name = func.__name__
-                if not name.startswith(("detach", "view", "_unsafe_view", "t.", "transpose")):
-                    counter.ops += 1  # views/aliases launch no kernel
+                if not (func.is_view or name.startswith(("detach", "alias", "_unsafe_view"))):
+                    counter.ops += 1  # views and aliases launch no kernel
                 if any(s in name for s in _SYNC_OPS):
                     counter.syncs += 1
                 return func(*args, **(kwargs or {}))
@@ -445,26 +451,39 @@ def run_g(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
+    cuda = args.device.startswith("cuda")
     missing = _opacus_missing()
-    print(f"opacus: {missing or 'installed (not wired into (g) yet)'}")
+    print(f"opacus: {missing or 'installed, not run: Opacus ghost refuses tied weights'}")
     variants = [v for v in args.g_variants.split(",") if v]
     rows: list[dict[str, Any]] = []
     for variant in variants:
         lora = variant == "lora"
-        for budget in (256.0, 32768.0):
+        for budget in (256.0, 32768.0) if args.g_meta else ():
             np_f, dp_f = _g_meta_flops(
-                args.g_layers, lora, args.g_count_seq, args.g_count_batch, budget
+                args.g_count_layers, lora, args.g_count_seq, args.g_count_batch, budget
             )
             print(
-                f"(g) {variant}: meta FLOPs fwd+bwd(+clip) at T={args.g_count_seq}, "
+                f"(g) {variant}: meta FLOPs fwd+bwd(+clip), {args.g_count_layers} layers, "
+                f"T={args.g_count_seq}, "
                 f"B={args.g_count_batch}, budget {budget:.0f} MiB: private/non-private = "
                 f"{dp_f / np_f:.3f} ({dp_f / 1e12:.2f} / {np_f / 1e12:.2f} TFLOP)"
             )
-        model = _g_model(args.g_layers, lora)
-        batch = _batch(
-            {"batch": args.g_batch, "seq": args.g_seq, "vocab": G_SHAPES["vocab"]}, "cpu"
-        )
+        if args.g_meta == 2:
+            continue
+        model = _g_model(args.g_layers, lora, device=args.device)
+        spec = {"batch": args.g_batch, "seq": args.g_seq, "vocab": G_SHAPES["vocab"]}
+        batch = _batch(spec, args.device)
         steps = {m: _step_fn(m, model, batch, True) for m in ("ours", "nonprivate")}
+        engine = steps["ours"].engine  # type: ignore[attr-defined]
+
+        def no_noise(engine: Any = engine, batch: dict[str, Any] = batch) -> None:
+            sigma, engine.noise_multiplier = engine.noise_multiplier, 0.0
+            try:
+                engine.step(batch)
+            finally:
+                engine.noise_multiplier = sigma
+
+        steps["ours_sigma0"] = no_noise
         stats: dict[str, dict[str, Any]] = {m: {"times": []} for m in steps}
         for mode, step in steps.items():  # first step: counted (and a warm-up)
             ops = _OpCounter()
@@ -475,14 +494,20 @@ def run_g(args: argparse.Namespace) -> int:
                 flops=float(flops.get_total_flops()), ops=ops.ops, syncs=ops.syncs, rss=rss.peak
             )
         for _ in range(args.g_rounds):
-            for mode in ("nonprivate", "ours"):
+            for mode in G_MODES:
+                if cuda:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
                 with _PeakRss() as rss:
                     start = time.perf_counter()
                     steps[mode]()
+                    if cuda:
+                        torch.cuda.synchronize()
                     stats[mode]["times"].append(time.perf_counter() - start)
-                stats[mode]["rss"] = max(stats[mode]["rss"], rss.peak)
+                peak = torch.cuda.max_memory_allocated() if cuda else rss.peak
+                stats[mode]["rss"] = max(0 if cuda else stats[mode]["rss"], peak)
         base = stats["nonprivate"]
-        for mode in ("nonprivate", "ours"):
+        for mode in G_MODES:
             st = stats[mode]
             sec = statistics.median(st["times"])
             rows.append(
@@ -503,11 +528,12 @@ def run_g(args: argparse.Namespace) -> int:
         del model, steps
     head = (
         f"{'(g)':<6}{'mode':<12}{'s/step':>8}{'x time':>8}{'x FLOPs':>9}{'ops':>7}{'x ops':>7}"
-        f"{'syncs':>6}{'peak RSS MB':>13}{'x mem':>7}"
+        f"{'syncs':>6}{'peak MB':>13}{'x mem':>7}"
     )
     print(
         f"(g) Llama-3.2-1B shapes, {args.g_layers} layer(s), T={args.g_seq}, "
-        f"batch {args.g_batch}, bf16 autocast, CPU, {args.g_rounds} timed rounds"
+        f"batch {args.g_batch}, bf16 autocast, {args.device}, {args.g_rounds} timed rounds; "
+        f"memory: {'peak GPU allocated' if cuda else 'peak RSS'}"
     )
     print(head)
     print("-" * len(head))
@@ -544,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--g-count-batch", type=int, default=8, help="(g): B of the meta count")
     parser.add_argument("--g-rounds", type=int, default=2, help="(g): timed steps per mode")
     parser.add_argument("--g-variants", default="full,lora", help="(g): full and/or lora")
+    parser.add_argument(
+        "--g-meta", type=int, default=1, help="(g): full-size FLOPs on meta: 0 no, 1 yes, 2 only"
+    )
+    parser.add_argument("--g-count-layers", type=int, default=16, help="(g): layers, meta count")
     args = parser.parse_args(argv)
     if args.workloads == "g":
         return run_g(args)

@@ -5,6 +5,7 @@
 #
 # Runs in parallel, each under a deadline so that whatever finished comes back:
 #   dp_step.txt        benchmarks/bench_dp_step.py, workloads a (CPU-sized), e and f (GPU-sized)
+#   dp_step_g.txt      the same, workload (g): Llama-3.2-1B shapes, T = 1024, batch 8 (after it)
 #   u_seed{0,2,3,4}.txt  benchmarks/bench_utility.py at its defaults (ε = 8, 40k banking traces,
 #                      300 steps x 256), private seeds 0, 2, 3 and 4 (seed 1 is the public data's)
 #   u_n80k.txt         the same at 80k traces and expected batch 512 (same sampling rate)
@@ -51,5 +52,10 @@ utility n80k 12-15 --n 80000 --batch-size 512 --physical-batch 512 &
 pin 0-3 timeout "$DEADLINE" $PY benchmarks/bench_dp_step.py --device cuda --precision bf16 \
     --workloads a,e,f --rounds 2 --steps 8 --warmup 3 >"$OUT/dp_step.txt" 2>&1
 echo "exit $?" >>"$OUT/dp_step.txt"
+# (g): Llama-3.2-1B shapes at full depth, T = 1024, batch 8, full and LoRA r = 16; non-private
+# and the engine alternate in one process (FLOPs, ops, syncs, peak GPU memory, time).
+pin 0-3 timeout "$DEADLINE" $PY benchmarks/bench_dp_step.py --device cuda --workloads g \
+    --g-layers 16 --g-seq 1024 --g-batch 8 --g-rounds 5 --g-meta 0 >"$OUT/dp_step_g.txt" 2>&1
+echo "exit $?" >>"$OUT/dp_step_g.txt"
 wait
 date -u >>"$OUT/gpu.txt"

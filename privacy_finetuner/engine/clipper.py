@@ -286,13 +286,13 @@ class GradClipper:
         norms = unit_sq.clamp_min(0.0).sqrt()
         finite = torch.isfinite(norms)
         factor = torch.where(finite, (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0), 0.0)
-        self.skipped += (~finite).sum()
+        self.skipped += (~finite).sum()  # counted on the device: no host sync
         coef = factor if unit_index is None else factor[unit_index]
-        keep = finite if unit_index is None else finite[unit_index]
+        drop = ~(finite if unit_index is None else finite[unit_index])
         for p, uses in merged.items():
             for use in uses:
                 self.summed[p] = accumulate_clipped_sum(
-                    use, coef, self.summed.get(p), p.shape, acc_dtype=self.acc_dtype, keep=keep
+                    use, coef, self.summed.get(p), p.shape, acc_dtype=self.acc_dtype, drop=drop
                 )
         self._contribs.clear()
         return norms

@@ -276,11 +276,11 @@ def gram(a: Contribution, b: Contribution, *, full: bool) -> Tensor:
     return _gram_full(a, b) if full else _gram_diag(a, b)
 
 
-def _mask(t: Tensor, keep: Tensor | None) -> Tensor:
-    """Zero the examples not kept (non-finite ones: 0 · NaN would still be NaN)."""
-    if keep is None:
+def _mask(t: Tensor, drop: Tensor | None) -> Tensor:
+    """Zero the examples dropped (non-finite ones: 0 · NaN would still be NaN); one kernel."""
+    if drop is None:
         return t
-    return torch.where(keep.view(-1, *([1] * (t.dim() - 1))), t, 0)
+    return t.masked_fill(drop.view(-1, *([1] * (t.dim() - 1))), 0)
 
 
 def accumulate_clipped_sum(
@@ -290,7 +290,7 @@ def accumulate_clipped_sum(
     shape: torch.Size,
     *,
     acc_dtype: torch.dtype,
-    keep: Tensor | None = None,
+    drop: Tensor | None = None,
 ) -> Tensor:
     """``out + Σᵢ coef[i] · Gᵢ`` with the parameter's shape (book-keeping, Bu et al. 2023).
 
@@ -301,13 +301,14 @@ def accumulate_clipped_sum(
             first use cost no zero-filled buffer); updated in place when given.
         shape: the parameter's shape.
         acc_dtype: the accumulator's dtype (fp32, fp64 for an fp64 model).
-        keep: (B,) bool, False for units skipped (non-finite norm): their inputs are zeroed.
+        drop: (B,) bool, True for examples of skipped units (non-finite norm): their inputs
+            are zeroed.
 
     Returns:
         The accumulator.
     """
     if isinstance(c, Materialised):
-        grads = _mask(c.grads, keep)
+        grads = _mask(c.grads, drop)
         wide = promote(grads)
         total = (coef.to(wide.dtype) @ wide.reshape(wide.shape[0], -1)).view(shape)
     elif isinstance(c, Factored):
@@ -317,13 +318,13 @@ def accumulate_clipped_sum(
         left, right = c.left.to(dt), c.right.to(dt)
         coef3 = coef.to(dt)[:, None, None]
         if left.shape[-1] <= right.shape[-1]:
-            left, right = _mask(left * coef3, keep), _mask(right, keep)
+            left, right = _mask(left * coef3, drop), _mask(right, drop)
         else:
-            left, right = _mask(left, keep), _mask(right * coef3, keep)
+            left, right = _mask(left, drop), _mask(right * coef3, drop)
         product = _flat(left).T @ _flat(right)
         total = product.view(shape)
     else:
-        right = _mask(c.right, keep)
+        right = _mask(c.right, drop)
         d = right.shape[-1]
         scaled = (right.to(acc_dtype) * coef.to(acc_dtype)[:, None, None]).reshape(-1, d)
         if out is None:
