@@ -184,8 +184,13 @@ def _result_summary(result: Any) -> dict[str, Any]:
     return summary
 
 
-def execute_job(ctx: JobContext, job_id: str) -> str:
-    """Run one queued job to a terminal state; returns the state ("skipped", "fenced").
+def execute_job(ctx: JobContext, job_id: str, *, drain: threading.Event | None = None) -> str:
+    """Run one queued job to a terminal state; returns the state ("skipped", "fenced",
+    "requeued").
+
+    ``drain`` set (graceful shutdown) makes the job stop at its next step, which the trainer
+    does by saving a checkpoint; the attempt then puts the job back to ``queued`` so the next
+    process resumes it from that checkpoint (its charged steps stay charged, none is lost).
 
     The attempt owns the job through its token: a heartbeat, charge or finish that the ledger
     refuses as stale (the job was re-queued and claimed again) stops this attempt at once, so
@@ -212,7 +217,7 @@ def execute_job(ctx: JobContext, job_id: str) -> str:
         ctx.ledger.charge(job_id, segment, attempt=token)
 
     def should_stop() -> bool:
-        if heartbeat.fenced.is_set():
+        if heartbeat.fenced.is_set() or (drain is not None and drain.is_set()):
             return True
         now = time.monotonic()
         if not stop_state["stop"] and now - stop_state["checked"] > 0.5:
@@ -264,6 +269,11 @@ def execute_job(ctx: JobContext, job_id: str) -> str:
         if heartbeat.fenced.is_set():
             raise StaleAttemptError(f"job {job_id}: this attempt was fenced off")
         status = getattr(result, "status", "completed")
+        if drain is not None and drain.is_set() and status != "completed":
+            heartbeat.halt.set()
+            if lifecycle.requeue_running(ctx.db, job_id, token):
+                _log.info("job checkpointed and re-queued for shutdown", extra=log_extra)
+                return "requeued"
         error = None
         if status == "budget_exhausted":
             state, error = "failed", "stopped: privacy budget exhausted"
@@ -348,19 +358,31 @@ class _Reaper(threading.Thread):
 
 
 class InProcessRunner:
-    """Thread-pool runner for the embedded mode (no Redis)."""
+    """Thread-pool runner for the embedded mode (no Redis).
 
-    def __init__(self, settings: Settings) -> None:
+    On shutdown (SIGTERM to ``serve``) running jobs are asked to stop: each checkpoints at its
+    next step and goes back to ``queued``; the next server process resumes it. Shutdown waits
+    up to ``grace_s`` for that.
+    """
+
+    def __init__(self, settings: Settings, *, grace_s: float = 60.0) -> None:
         self.ctx = context_for(settings)
         self.pool = ThreadPoolExecutor(settings.inprocess_workers, thread_name_prefix="pf-job")
         self.reaper = _Reaper(self.ctx, self.submit)
+        self.drain = threading.Event()
+        self.grace_s = grace_s
+        self._futures: set[Any] = set()
 
     def submit(self, job_id: str) -> None:
-        self.pool.submit(self._run, job_id)
+        future = self.pool.submit(self._run, job_id)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
 
     def _run(self, job_id: str) -> None:
+        if self.drain.is_set():
+            return  # shutting down: the job stays queued for the next process
         try:
-            execute_job(self.ctx, job_id)
+            execute_job(self.ctx, job_id, drain=self.drain)
         except Exception:
             _log.exception("runner error", extra={"job_id": job_id})
 
@@ -373,7 +395,12 @@ class InProcessRunner:
             self.submit(job_id)
 
     def shutdown(self) -> None:
+        """Checkpoint and re-queue running jobs (within ``grace_s``), then stop."""
+        from concurrent.futures import wait
+
+        self.drain.set()
         self.reaper.halt.set()
+        wait(list(self._futures), timeout=self.grace_s)
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 

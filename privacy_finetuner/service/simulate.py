@@ -36,6 +36,7 @@ class SimulatedRunResult:
     sample_rate: float
     report_path: Path
     history: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "completed"
 
 
 def simulated_run_job(
@@ -66,6 +67,7 @@ def simulated_run_job(
     ckpt = run_dir / "checkpoint.json"
     done = json.loads(ckpt.read_text())["steps"] if resume and ckpt.exists() else 0
     taken: list[DpSegment] = []
+    stopped = False
     for segment in plan.segments:
         for _ in range(segment.steps):
             if done > 0:
@@ -79,6 +81,7 @@ def simulated_run_job(
                 )
                 continue
             if should_stop is not None and should_stop():
+                stopped = True
                 break
             one = DpSegment(
                 noise_multiplier=segment.noise_multiplier, sample_rate=segment.sample_rate, steps=1
@@ -117,4 +120,5 @@ def simulated_run_job(
         noise_multiplier=first.noise_multiplier,
         sample_rate=first.sample_rate,
         report_path=report,
+        status="cancelled" if stopped else "completed",
     )

@@ -236,3 +236,127 @@ def test_noise_floor_is_checked_on_what_runs(
     assert execute_job(context_for(settings), r.json()["id"]) == "failed"
     job = env.client.get(f"/v1/jobs/{r.json()['id']}", headers=env.h("read")).json()
     assert "below the floor" in job["error"] and _charges(env, job["id"]) == 0
+
+
+def _serve(env: dict[str, str], port: int, log: Path) -> Any:
+    import subprocess
+    import sys
+
+    import httpx
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "privacy_finetuner",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(log.read_text())
+
+
+def test_sigterm_mid_job_checkpoints_requeues_and_resumes(
+    pg_settings: Settings, tmp_path: Path
+) -> None:
+    """SIGTERM to ``serve`` at step ≥ 11 of 60: the job is checkpointed and re-queued (not
+    failed as "worker lost"); the next server resumes it; charges = steps = 60."""
+    import os
+    import signal
+    import socket
+
+    import httpx
+
+    from privacy_finetuner.ledger import Database
+    from privacy_finetuner.service.security import KeyStore
+
+    db = Database(pg_settings.database_url, schema=pg_settings.database_schema)
+    from privacy_finetuner.service.migrate import upgrade_database
+
+    upgrade_database(db)
+    key = KeyStore(db).create(tenant="acme", scopes="admin")[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg_settings.database_url,
+        "PF_DATABASE_SCHEMA": str(pg_settings.database_schema),
+        "PF_RUNS_DIR": str(tmp_path / "runs"),
+        "PF_JOB_FUNCTION": "privacy_finetuner.service.simulate:simulated_run_job",
+        "PF_SIM_STEP_SECONDS": "0.1",
+        "PF_MAX_JOB_ATTEMPTS": "3",
+        "PF_LOG_LEVEL": "WARNING",
+    }
+    env.pop("REDIS_URL", None)
+    log = tmp_path / "serve.log"
+    url = f"http://127.0.0.1:{port}"
+    h = {"X-API-Key": key}
+    server = _serve(env, port, log)
+    try:
+        body = {"name": "sigterm", "budget_epsilon": 50.0, "budget_delta": 1e-5}
+        ds = httpx.post(f"{url}/v1/datasets", json=body, headers=h, timeout=30).json()
+        r = httpx.post(
+            f"{url}/v1/jobs",
+            json={"dataset_id": ds["id"], "config": tiny_config(60)},
+            headers=h,
+            timeout=30,
+        )
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/v1/jobs/{job_id}", headers=h, timeout=30).json()["steps_done"] < 11:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    with db.read_session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        charged_at_stop = sum(job.charged.values())
+        print(f"sigterm: state={job.state} steps_done={job.steps_done} charges={charged_at_stop}")
+        assert job.state == "queued" and job.error is None
+        assert 11 <= job.steps_done == charged_at_stop < 60
+    server = _serve(env, port, log)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            done = httpx.get(f"{url}/v1/jobs/{job_id}", headers=h, timeout=30).json()
+            if done["state"] not in ("queued", "running"):
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    with db.read_session() as session:
+        charges = session.scalar(
+            select(func.count())
+            .select_from(LedgerEntry)
+            .where(LedgerEntry.job_id == job_id, LedgerEntry.kind == "charge")
+        )
+    print(
+        f"sigterm resumed: state={done['state']} attempts={done['attempts']} "
+        f"steps_done={done['steps_done']} charges={charges}"
+    )
+    assert done["state"] == "succeeded", done["error"]
+    assert done["attempts"] == 2 and charges == done["steps_done"] == 60
+    assert verify_ledger(db).ok
+    db.dispose()
