@@ -160,7 +160,11 @@ def test_plan_raises_a_large_delta_as_a_privacy_warning() -> None:
     from privacy_finetuner.config.planning import plan_privacy
     from privacy_finetuner.errors import PrivacyWarning
 
-    config = load_config(None, {"privacy.delta": 0.5, "training.max_steps": 5})
+    config = load_config(
+        None,
+        {"privacy.delta": 0.5, "training.max_steps": 5, "privacy.noise_multiplier": 1.0,
+         "privacy.target_epsilon": None},
+    )  # fmt: skip
     with pytest.warns(PrivacyWarning, match=r"delta=0\.5 is larger than 1/n"):
         plan = plan_privacy(config, num_units=100)
     assert any("1/n" in note for note in plan.warnings)  # and the report still carries it
