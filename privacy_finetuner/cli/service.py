@@ -227,8 +227,10 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id (not the secr
     from privacy_finetuner.service.security import KeyStore
 
     db = _migrated_db()
-    KeyStore(db).revoke(key_id)
-    record_audit(db, actor="cli", action="key.revoke", resource=key_id, outcome="ok")
+    row = KeyStore(db).revoke(key_id)
+    record_audit(
+        db, actor="cli", tenant=row.tenant, action="key.revoke", resource=key_id, outcome="ok"
+    )
     console.print(f"revoked {key_id}")
 
 

@@ -36,7 +36,7 @@ from privacy_finetuner.service.logs import configure_logging
 from privacy_finetuner.service.metrics import ServiceMetrics
 from privacy_finetuner.service.middleware import ServiceMiddleware
 from privacy_finetuner.service.migrate import upgrade_database
-from privacy_finetuner.service.routes import admin, datasets, health, jobs, protect
+from privacy_finetuner.service.routes import admin, datasets, health, jobs, keys, protect
 from privacy_finetuner.service.runner import Runner, make_runner
 from privacy_finetuner.service.security import FailureLimiter, KeyStore
 from privacy_finetuner.service.settings import Settings
@@ -210,7 +210,7 @@ def create_app(
         openapi_url="/openapi.json" if settings.api_docs else None,
     )
     app.state.ctx = ctx
-    for module in (health, datasets, jobs, protect, admin):
+    for module in (health, datasets, jobs, protect, admin, keys):
         app.include_router(module.router)
     _error_handlers(app)
     app.add_middleware(

@@ -17,6 +17,7 @@ UtcDatetime = Annotated[dt.datetime, AfterValidator(_utc)]
 
 __all__ = [
     "ERROR_RESPONSES",
+    "UtcDatetime",
     "AuditEventPublic",
     "DatasetCreate",
     "DatasetPublic",

@@ -8,6 +8,7 @@ cheap enough for the per-request path. Only the id ever appears in logs, audit r
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -70,10 +71,19 @@ class KeyStore:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 
-    def create(self, *, tenant: str, scopes: str | list[str], name: str = "") -> tuple[str, ApiKey]:
+    def create(
+        self,
+        *,
+        tenant: str,
+        scopes: str | list[str],
+        name: str = "",
+        expires_in_days: float | None = None,
+    ) -> tuple[str, ApiKey]:
         """Make a key; returns the full key (shown once) and its row."""
         if not tenant or len(tenant) > 64:
             raise ConfigError("tenant must be 1-64 characters")
+        if expires_in_days is not None and not 0 < expires_in_days <= 3650:
+            raise ConfigError("expires_in_days must be in (0, 3650]")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         row = ApiKey(
@@ -83,6 +93,11 @@ class KeyStore:
             scopes=",".join(parse_scopes(scopes)),
             secret_sha256=_digest(secret),
             created_at=utcnow(),
+            expires_at=(
+                utcnow() + dt.timedelta(days=expires_in_days)
+                if expires_in_days is not None
+                else None
+            ),
         )
         with self.db.write_session() as session:
             session.add(row)
@@ -129,6 +144,12 @@ class KeyStore:
         matches = hmac.compare_digest(_digest(secret), expected)
         if row is None or not matches or row.revoked_at is not None:
             raise invalid
+        if row.expires_at is not None:
+            expires = row.expires_at
+            if expires.tzinfo is None:  # SQLite hands back naive UTC
+                expires = expires.replace(tzinfo=dt.timezone.utc)
+            if expires <= utcnow():
+                raise invalid
         return Principal(key_id=row.id, tenant=row.tenant, scopes=frozenset(row.scopes.split(",")))
 
     def list(self, *, tenant: str | None = None) -> list[ApiKey]:
@@ -139,15 +160,19 @@ class KeyStore:
                 stmt = stmt.where(ApiKey.tenant == tenant)
             return list(session.scalars(stmt).all())
 
-    def revoke(self, key_id: str) -> None:
-        """Revoke a key by id (takes effect within the cache TTL on every server)."""
+    def revoke(self, key_id: str, *, tenant: str | None = None) -> ApiKey:
+        """Revoke a key by id (takes effect within the cache TTL on every server); returns it.
+
+        With ``tenant``, only that tenant's key (NotFoundError otherwise).
+        """
         with self.db.write_session() as session:
             row = session.get(ApiKey, key_id)
-            if row is None:
+            if row is None or (tenant is not None and row.tenant != tenant):
                 raise NotFoundError(f"API key {key_id!r} not found")
             row.revoked_at = utcnow()
         with self._lock:
             self._cache.clear()
+        return row
 
 
 class FailureLimiter:

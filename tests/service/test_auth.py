@@ -24,6 +24,9 @@ PROTECTED = [
     ("POST", "/v1/guard/protect"),
     ("GET", "/metrics"),
     ("GET", "/v1/audit"),
+    ("POST", "/v1/keys"),
+    ("GET", "/v1/keys"),
+    ("DELETE", "/v1/keys/k_x"),
 ]
 
 
@@ -35,7 +38,8 @@ def test_every_openapi_route_is_covered(env: Env) -> None:
             m,
             p.replace("ds_x", "{dataset_id}")
             .replace("job_x", "{job_id}")
-            .replace("u1", "{user_id}"),
+            .replace("u1", "{user_id}")
+            .replace("k_x", "{key_id}"),
         )
         for m, p in PROTECTED
     }
@@ -166,3 +170,39 @@ def test_fuzzed_requests_without_valid_key_are_401_never_5xx(
         headers["X-API-Key"] = key
     response = env.client.request(route[0], route[1], headers=headers, json=body)
     assert response.status_code in (401, 429)
+
+
+def test_key_management_over_http_is_per_tenant_audited_and_expires(
+    make_env: Callable[..., Env],
+) -> None:
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from privacy_finetuner.ledger.models import ApiKey
+
+    env = make_env(key_cache_ttl_s=0)
+    c = env.client
+    r = c.post("/v1/keys", json={"scopes": ["read"], "expires_in_days": 30}, headers=env.h("admin"))
+    assert r.status_code == 201, r.text
+    new = r.json()
+    assert new["tenant"] == "acme" and new["expires_at"] is not None
+    h = {"X-API-Key": new["key"]}
+    assert c.get("/v1/datasets", headers=h).status_code == 200
+    listed = c.get("/v1/keys", headers=env.h("admin")).json()
+    assert new["id"] in {k["id"] for k in listed} and all("key" not in k for k in listed)
+    assert new["id"] not in {k["id"] for k in c.get("/v1/keys", headers=env.h("other")).json()}
+    # another tenant cannot revoke it
+    assert c.delete(f"/v1/keys/{new['id']}", headers=env.h("other")).status_code == 404
+    # expiry is enforced
+    with env.ctx.db.write_session() as session:
+        session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == new["id"])
+            .values(expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1))
+        )
+    assert c.get("/v1/datasets", headers=h).status_code == 401
+    revoked = c.delete(f"/v1/keys/{new['id']}", headers=env.h("admin"))
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    audit = c.get("/v1/audit", headers=env.h("admin")).json()["items"]
+    assert {"key.create", "key.revoke"} <= {a["action"] for a in audit}

@@ -1,4 +1,4 @@
-"""fenced job attempts, idempotent submissions, uploaded data set statistics
+"""fenced job attempts, idempotent submissions, uploaded data set statistics, key expiry
 
 Revision ID: 0002
 Revises: 0001
@@ -26,9 +26,13 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("pf_datasets", schema=None) as batch_op:
         batch_op.add_column(sa.Column("upload_stats", sa.JSON(), nullable=True))
+    with op.batch_alter_table("pf_api_keys", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("pf_api_keys", schema=None) as batch_op:
+        batch_op.drop_column("expires_at")
     with op.batch_alter_table("pf_datasets", schema=None) as batch_op:
         batch_op.drop_column("upload_stats")
     with op.batch_alter_table("pf_jobs", schema=None) as batch_op:
