@@ -210,11 +210,13 @@ def _pld_epsilon(
             return None
         points = sum(_composed_points(p, m.count) for p, m in zip(plds, mechanisms, strict=True))
         if points <= MAX_COMPOSED_POINTS:
-            composed: pld_lib.PrivacyLossDistribution | None = None
-            for pld, mech in zip(plds, mechanisms, strict=True):
-                part = pld.self_compose(mech.count) if mech.count > 1 else pld
-                composed = part if composed is None else composed.compose(part)
-            assert composed is not None  # noqa: S101 - mechanisms is non-empty
+            parts = [
+                pld.self_compose(mech.count) if mech.count > 1 else pld
+                for pld, mech in zip(plds, mechanisms, strict=True)
+            ]
+            composed = parts[0]
+            for part in parts[1:]:
+                composed = composed.compose(part)
             return float(composed.get_epsilon_for_delta(delta)), discretization
         discretization *= 2 * points / MAX_COMPOSED_POINTS
     return None
