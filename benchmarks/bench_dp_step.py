@@ -343,6 +343,9 @@ def _g_model(layers: int, lora: bool, device: str = "cpu") -> Any:
                     half = torch.arange(0, buf.numel(), dtype=torch.float32)
                     theta = float(getattr(cfg, "rope_theta", None) or 10000.0)
                     buf.copy_(1.0 / (theta ** (half / buf.numel())))
+        model.tie_weights()  # to_empty gave the head its own tensor: share the embedding again
+    if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+        raise RuntimeError("(g) needs tied embeddings")
     if lora:
         from peft import LoraConfig, get_peft_model
 
