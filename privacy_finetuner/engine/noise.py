@@ -3,12 +3,13 @@
 Secure mode (the default) keeps no replayable state: every draw comes from a torch generator whose
 whole state is freshly filled from ``os.urandom``, so the noise of one step says nothing about the
 next and a resumed run draws fresh noise. One Gaussian per coordinate is drawn where the generator
-can hold at least 126 bits of OS entropy:
+can hold at least 128 bits of OS entropy (two on CUDA, see below):
 
 * CPU (MT19937): all 624 state words come from the OS (19 937 effective bits); the layout of
   torch's CPU generator state is checked against a seeded template on every draw.
 * CUDA (Philox4x32-10): a 64-bit key from ``manual_seed`` plus a 64-bit counter offset from
-  ``set_offset``, whose two low bits torch requires to be zero: 126 bits.
+  ``set_offset``, whose two low bits torch requires to be zero: 126 bits per generator, so two
+  such streams are summed (252 bits; the floor is 128), still far cheaper than the fallback.
 
 Anything else (another device, a torch without ``set_offset``, a CPU state layout this module
 does not recognise) falls back to summing :data:`SECURE_STREAMS` Gaussians of variance σ²C²/k,
@@ -53,6 +54,11 @@ _CPU_STATE_BYTES = 5056
 _HEADER = struct.Struct("<QiiQ")
 _WORDS_AT = _HEADER.size
 _CACHES_AT = _WORDS_AT + 8 * _MT_WORDS
+
+
+#: Draws per coordinate from :func:`entropic_generator` streams, by device type: each CPU stream
+#: holds 19 937 OS bits, each CUDA stream 126, so CUDA sums two to clear the 128-bit floor.
+_ENTROPIC_DRAWS = {"cpu": 1, "cuda": 2}
 
 
 def os_seed() -> int:
@@ -141,10 +147,15 @@ class NoiseSource:
         noise = torch.empty(like.shape, dtype=dtype, device=self.device)
         if not self.secure_mode:
             return noise.normal_(0.0, std, generator=self.generator)
-        generator = entropic_generator(self.device)
-        if generator is not None:
-            return noise.normal_(0.0, std, generator=generator)
-        return self._summed(noise, std=std)
+        draws = _ENTROPIC_DRAWS.get(self.device.type, 0)
+        generators = [entropic_generator(self.device) for _ in range(draws)]
+        if not generators or any(g is None for g in generators):
+            return self._summed(noise, std=std)
+        part_std = std / math.sqrt(len(generators))
+        noise.normal_(0.0, part_std, generator=generators[0])
+        for generator in generators[1:]:
+            noise.add_(torch.empty_like(noise).normal_(0.0, part_std, generator=generator))
+        return noise
 
     def _summed(self, noise: Tensor, *, std: float) -> Tensor:
         """The fallback: :data:`SECURE_STREAMS` streams, 64 OS bits of seed each, summed."""

@@ -105,6 +105,20 @@ def test_secure_cpu_draw_is_one_normal_per_coordinate(normal_calls: list[tuple[i
     assert isinstance(generator, torch.Generator) and generator is not source.generator
 
 
+def test_devices_whose_stream_holds_too_few_bits_sum_several_entropic_streams(
+    monkeypatch: pytest.MonkeyPatch, normal_calls: list[tuple[int, Any]]
+) -> None:
+    """The CUDA rule (two 126-bit Philox streams summed), exercised on CPU streams: one draw per
+    stream, each from its own fresh generator, and the sum is still N(0, σ²)."""
+    monkeypatch.setitem(noise_module._ENTROPIC_DRAWS, "cpu", 2)
+    n, std = 200_000, 0.5
+    values = _source().gaussian(torch.zeros(n), std=std).double().numpy()
+    assert [filled for filled, _ in normal_calls] == [n, n]
+    assert len({id(g) for _, g in normal_calls}) == 2
+    assert stats.kstest(values, stats.norm(scale=std).cdf).pvalue > 1e-4
+    assert abs(values.var() / std**2 - 1) < 5 * math.sqrt(2 / n)
+
+
 def test_unknown_cpu_state_layout_falls_back_to_summed_streams(
     monkeypatch: pytest.MonkeyPatch, normal_calls: list[tuple[int, Any]]
 ) -> None:
