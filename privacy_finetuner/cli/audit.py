@@ -1,8 +1,10 @@
 """``privacy-finetuner audit RUN_DIR`` and ``compliance RUN_DIR`` (also ``report compliance``
 when a ``report`` group exists), and ``report release RUN_DIR OUT`` (the publishable bundle).
 
-``audit`` exits 3 when the measured ε lower bound exceeds the proven ε: the run is not as
-private as its report says, which means a bug, not bad luck (at 95 % confidence).
+``compliance`` exits 2 on a run that did not finish (``status.json`` not ``completed`` or
+``budget_exhausted``) unless ``--allow-unfinished`` is given: a pack for a half-written run would
+read as evidence for a model that does not exist. ``audit`` exits 3 when the measured ε lower
+bound exceeds the proven ε: the run is not as private as its report says, which means a bug, not bad luck (at 95 % confidence).
 """
 
 from __future__ import annotations
@@ -15,10 +17,20 @@ from rich.table import Table
 
 from privacy_finetuner.cli._output import console, print_error, print_json
 
-__all__ = ["AUDIT_FAILED_EXIT", "audit", "compliance", "register", "release"]
+__all__ = [
+    "AUDIT_FAILED_EXIT",
+    "UNFINISHED_RUN_EXIT",
+    "audit",
+    "compliance",
+    "register",
+    "release",
+]
 
 #: Exit status when the audit contradicts the proven ε.
 AUDIT_FAILED_EXIT = 3
+
+#: Exit status for ``compliance`` on an unfinished run: input to fix (see ``EXIT_CODES``).
+UNFINISHED_RUN_EXIT = 2
 
 RunDirArg = Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
@@ -86,15 +98,35 @@ def compliance(
     out: Annotated[
         Path | None, typer.Option("--out", help="Output directory (default: RUN_DIR).")
     ] = None,
+    allow_unfinished: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unfinished",
+            help="Write the pack for a run that did not finish; the pack flags it.",
+        ),
+    ] = False,
 ) -> None:
     """Write COMPLIANCE.md and compliance.html for a run (GDPR, HIPAA, EU AI Act).
 
-    Statements of fact read from the run directory, not legal advice.
+    Statements of fact read from the run directory, not legal advice. Exits 2 on a run that
+    did not finish, unless --allow-unfinished.
     """
     from privacy_finetuner.audit.compliance import build_compliance, write_compliance
 
+    report = build_compliance(run_dir)
+    if not report.run_finished and not allow_unfinished:
+        state = (
+            report.run_status.value
+            if report.run_status is not None
+            else "status.json absent or unreadable"
+        )
+        print_error(
+            f"{run_dir} is not a finished run ({state}); finish or --resume it, or "
+            "pass --allow-unfinished to write a pack that says so"
+        )
+        raise typer.Exit(UNFINISHED_RUN_EXIT)
     md, html = write_compliance(run_dir, out)
-    missing = build_compliance(run_dir).missing
+    missing = report.missing
     console.print(f"wrote {md} and {html}", highlight=False)
     if missing:
         console.print("evidence absent: " + ", ".join(missing), highlight=False)

@@ -214,6 +214,9 @@ def save_trained(loaded: LoadedModel, run_dir: Path) -> None:
     """Write the model (or adapter), the tokenizer and ``model_info.json`` as safetensors."""
     model_dir = run_dir / "model"
     loaded.model.save_pretrained(model_dir, safe_serialization=True)
+    if loaded.method == "lora":
+        # peft writes an empty template model card; the run's MODEL_CARD.md is the only card.
+        (model_dir / "README.md").unlink(missing_ok=True)
     loaded.tokenizer.save_pretrained(run_dir / "tokenizer")
     info: dict[str, Any] = {"base": loaded.base, "method": loaded.method}
     if loaded.method == "lora" and loaded.base == "tiny":

@@ -41,6 +41,7 @@ PUBLIC_FIELDS: dict[str, Any] = {
     "kind": _ANY,
     "version": _ANY,
     "status": _ANY,
+    "created": _ANY,  # when the documents were written (UTC): a date, not a data statistic
     "privacy": {
         "epsilon": _ANY,
         "delta": _ANY,
