@@ -4,13 +4,16 @@ A privacy officer reading "guard applied" needs to know what it did *not* look f
 below is a reference set of personal-data categories commonly named in privacy guidance (NIST
 SP 800-122 section 2.1 examples of PII, GDPR Art. 4(1) and the Art. 9 special categories, the
 HIPAA Safe Harbor identifiers of 45 CFR 164.514(b)(2)); the categories absent from the guard's
-public :data:`privacy_finetuner.guard.ENTITY_TYPES` are reported as not covered. It is a
+public :data:`privacy_finetuner.guard.ENTITY_TYPES` (as the run's guard configuration
+restricted them; the training layer records them in the report) are reported as not covered. It is a
 statement about the guard's detectors, not about the data: nothing here reads a record.
 """
 
 from __future__ import annotations
 
-__all__ = ["COMMON_PII_CATEGORIES", "guard_entity_types", "uncovered_categories"]
+from collections.abc import Iterable
+
+__all__ = ["COMMON_PII_CATEGORIES", "uncovered_categories"]
 
 #: Reference categories (key: the guard's entity type name where one exists) and a label.
 COMMON_PII_CATEGORIES: dict[str, str] = {
@@ -45,19 +48,9 @@ COMMON_PII_CATEGORIES: dict[str, str] = {
 }
 
 
-def guard_entity_types() -> tuple[str, ...] | None:
-    """The guard's entity types, or None when the ``guard`` extra is not installed."""
-    try:
-        from privacy_finetuner.guard import ENTITY_TYPES
-    except ImportError:
-        return None
-    return tuple(ENTITY_TYPES)
-
-
-def uncovered_categories(entity_types: tuple[str, ...] | None = None) -> list[str]:
-    """Labels of the reference categories the guard has no detector for, in list order.
-
-    ``entity_types`` defaults to the installed guard's; with no guard every category is uncovered.
-    """
-    covered = set(guard_entity_types() or ()) if entity_types is None else set(entity_types)
+def uncovered_categories(entity_types: Iterable[str]) -> list[str]:
+    """Labels of the reference categories with no detector among ``entity_types`` (the guard's
+    types that ran: the report's ``guard.entity_types``; empty when the guard was not applied),
+    in list order."""
+    covered = set(entity_types)
     return [label for key, label in COMMON_PII_CATEGORIES.items() if key not in covered]

@@ -192,7 +192,7 @@ def render_model_card(report: dict[str, Any]) -> str:
         "exact.",
         "- The loss covers assistant messages and tool calls only.",
         f"- Context guard: {guard}.",
-        "- The guard has no detector for: " + "; ".join(uncovered_categories()) + ".",
+        "- " + _uncovered_text(report) + ".",
         "- Exact counts of the private data (traces, examples, tokens, truncations, invalid "
         "records, identifiers replaced by the guard) are not published: they are not covered "
         f"by ε. The operator's `{INTERNAL_FILE}` holds them.",
@@ -245,6 +245,19 @@ def render_model_card(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _uncovered(report: dict[str, Any]) -> list[str] | None:
+    """Common PII categories the run's guard had no detector for; None if not recorded."""
+    types = report["guard"].get("entity_types")
+    return None if types is None else uncovered_categories(types)
+
+
+def _uncovered_text(report: dict[str, Any]) -> str:
+    missing = _uncovered(report)
+    if missing is None:
+        return "The entity types the guard looked for are not recorded"
+    return "Common kinds of personal data the guard has no detector for: " + "; ".join(missing)
 
 
 # Nothing may widen the page past the viewport: tables and <pre> scroll inside their own box.
@@ -327,7 +340,14 @@ def render_html(report: dict[str, Any], internal: dict[str, Any] | None = None) 
     run_table = "".join(
         f"<tr><th>{escape(k)}</th><td><code>{escape(v)}</code></td></tr>" for k, v in run_rows
     )
-    uncovered = "".join(f"<li>{escape(c)}</li>" for c in uncovered_categories())
+    missing = _uncovered(report)
+    uncovered = (
+        "<p>Not recorded in this report.</p>"
+        if missing is None
+        else "<ul id='guard-uncovered'>"
+        + "".join(f"<li>{escape(c)}</li>" for c in missing)
+        + "</ul>"
+    )
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>Privacy report — {escape(report['model']['base'])}</title>"
@@ -340,7 +360,7 @@ def render_html(report: dict[str, Any], internal: dict[str, Any] | None = None) 
         "<h2>What the context guard does not detect</h2><p>Common kinds of personal data "
         "(NIST SP 800-122, GDPR Art. 4 and 9, HIPAA Safe Harbor) for which the guard has no "
         "detector; any such data in the traces reaches training unchanged, protected by DP "
-        f"only:</p><ul id='guard-uncovered'>{uncovered}</ul>"
+        f"only:</p>{uncovered}"
         f"<h2>Model card</h2><div class='card' id='model-card'>{card}</div>"
         f"<h2>Released report ({REPORT_FILE})</h2><pre>{escape(json.dumps(report, indent=2))}</pre>"
         f"{section}</body></html>\n"

@@ -78,6 +78,7 @@ PUBLIC_FIELDS: dict[str, Any] = {
         "strategy": _ANY,
         "sensitivity": _ANY,
         "note": _ANY,
+        "entity_types": _ANY,  # the detectors the guard ran (configuration, not data)
     },
     "model": {
         "base": _ANY,

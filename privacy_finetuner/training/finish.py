@@ -137,6 +137,7 @@ def build_report(
             "strategy": config.guard.strategy,
             "sensitivity": config.guard.sensitivity,
             "note": prepared.guard.note,
+            "entity_types": _guard_entity_types(config) if prepared.guard.applied else [],
         },
         "model": {
             "base": prepared.loaded.base,
@@ -158,6 +159,13 @@ def build_report(
             "here: they are not covered by ε"
         ),
     }
+
+
+def _guard_entity_types(config: JobConfig) -> list[str]:
+    """The entity types the guard looked for (the report lists the common ones it did not)."""
+    from privacy_finetuner.guard import ENTITY_TYPES
+
+    return list(config.guard.entities or ENTITY_TYPES)
 
 
 def build_internal(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from privacy_finetuner.cli.main import main
-from privacy_finetuner.report import render_html, write_documents
+from privacy_finetuner.report import render_html, render_model_card, write_documents
 from privacy_finetuner.report.coverage import COMMON_PII_CATEGORIES, uncovered_categories
 from privacy_finetuner.report.svg import line_chart
 
@@ -113,13 +113,20 @@ def test_report_lists_what_the_guard_does_not_detect() -> None:
     assert uncovered_categories(()) == list(COMMON_PII_CATEGORIES.values())
     assert "e-mail addresses" not in uncovered_categories(("EMAIL",))
     guard = pytest.importorskip("privacy_finetuner.guard")
-    missing = uncovered_categories()
-    assert missing == [v for k, v in COMMON_PII_CATEGORIES.items() if k not in guard.ENTITY_TYPES]
+    missing = uncovered_categories(guard.ENTITY_TYPES)
     assert "passport numbers" in missing and "e-mail addresses" not in missing
-    html = render_html(_report())
+    report = _report()
+    report["guard"]["entity_types"] = list(guard.ENTITY_TYPES)
+    html = render_html(report)
     listed = re.search(r"<ul id='guard-uncovered'>(.*?)</ul>", html).group(1)  # type: ignore[union-attr]
     assert re.findall(r"<li>(.*?)</li>", listed) == missing
-    assert "passport numbers" in _card_html(html)
+    assert "passport numbers" in _card_html(html) and "e-mail addresses" not in listed
+    report["guard"]["entity_types"] = []  # guard not applied: nothing is detected
+    assert "e-mail addresses" in render_model_card(report)
+    del report["guard"]["entity_types"]  # an older report: say so, invent nothing
+    assert "not recorded" in render_model_card(report) and "guard-uncovered" not in render_html(
+        report
+    )
 
 
 def _run_dir(tmp_path: Path, state: str) -> Path:
