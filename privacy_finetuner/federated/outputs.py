@@ -3,7 +3,9 @@
 The model, tokenizer and ``model_info.json`` are written by the same code as ``train``'s, so
 ``privacy-finetuner evaluate`` and ``generate`` work on a federated run directory unchanged.
 ``federated_report.json`` stores σ, q, C and the rounds accounted (not only ε), so the
-client-level ε can be recomputed with dp-accounting.
+client-level ε can be recomputed with dp-accounting. The server's exact validation losses are
+computed on private held-out data that ε does not cover, so they go to the operator's
+``internal_diagnostics.json`` and never into ``federated_report.json`` (issue 14, finding 3).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any
 from privacy_finetuner.config.loader import dump_config
 from privacy_finetuner.federated.server_app import ClientLevelDpStrategy
 from privacy_finetuner.modeling.loading import save_trained
+from privacy_finetuner.report import INTERNAL_FILE
 from privacy_finetuner.training import rundir
 
-__all__ = ["REPORT_FILE", "write_outputs"]
+__all__ = ["REPORT_FILE", "split_exact_validation", "write_outputs"]
 
 REPORT_FILE = "federated_report.json"
 
@@ -37,7 +40,35 @@ def write_outputs(
             save_trained(model.loaded, run_dir)
     rundir.atomic_write_text(run_dir / "config.yaml", dump_config(strategy.config))
     report = {**strategy.summary(), **(extra or {})}
+    released, internal = split_exact_validation(report)
     rundir.atomic_write_text(
-        run_dir / REPORT_FILE, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n"
+        run_dir / REPORT_FILE, json.dumps(released, indent=2, sort_keys=True, default=str) + "\n"
+    )
+    rundir.atomic_write_text(
+        run_dir / INTERNAL_FILE, json.dumps(internal, indent=2, sort_keys=True, default=str) + "\n"
     )
     return report
+
+
+def split_exact_validation(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report without exact validation figures, and those figures for the operator alone.
+
+    The losses are exact statistics of private held-out data (not covered by the client-level ε);
+    the released report keeps only the held-out set's existence, never a value computed on it.
+    """
+    released = {k: v for k, v in report.items() if k != "validation"}
+    released["rounds"] = [
+        {k: v for k, v in r.items() if k != "validation_loss"} for r in report.get("rounds", [])
+    ]
+    released["validation"] = (
+        "exact validation losses are in internal_diagnostics.json (not covered by ε)"
+    )
+    internal = {
+        "not_covered_by_epsilon": True,
+        "validation": report.get("validation"),
+        "round_validation_loss": [
+            {"round": r.get("round"), "validation_loss": r.get("validation_loss")}
+            for r in report.get("rounds", [])
+        ],
+    }
+    return released, internal

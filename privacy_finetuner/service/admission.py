@@ -10,6 +10,7 @@ step multiset, so a ledger whose head did not move is never recomputed.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import logging
 import multiprocessing
@@ -156,6 +157,9 @@ class EpsilonPool:
 
 
 _POOL = EpsilonPool()
+# stop the workers before interpreter teardown: a pool left to __del__ then fails on a
+# half-destroyed multiprocessing module ("'NoneType' object has no attribute 'dumps'")
+atexit.register(_POOL.close)
 
 
 def epsilon_with_limit(counts: Mapping[str, int], *, delta: float, timeout_s: float) -> float:

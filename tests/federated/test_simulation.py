@@ -71,7 +71,14 @@ def test_secagg_federation_improves_the_model_and_the_server_only_sees_sums(
         assert record["epsilon"] == pytest.approx(expected, rel=1e-9)
     assert summary["client_epsilon"] == pytest.approx(50.0, rel=2e-3)
     assert cl["client_clipping_norm"] < 0.5  # clipped below C for SecAgg+'s quantisation
-    base, final = report["validation"]["base_loss"], report["validation"]["final_loss"]
+    internal = json.loads((run / "internal_diagnostics.json").read_text(encoding="utf-8"))
+    base, final = internal["validation"]["base_loss"], internal["validation"]["final_loss"]
+    released = (run / "federated_report.json").read_text(encoding="utf-8")
+    assert (
+        "validation_loss" not in released
+        and repr(final) not in released
+        and repr(base) not in released
+    )
     assert final < base - 0.2, (base, final)
     assert summary["base_validation_loss"] == base and summary["validation_loss"] == final
 
