@@ -43,8 +43,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "report": _BASE | {"accounting"},
     # "engine knows nothing of data files or configs"
     "engine": _BASE | {"accounting"},
-    # "ledger knows accounting but not training"
-    "ledger": _BASE | {"accounting"},
+    # "ledger knows accounting but not training"; its job states are the jobs.py vocabulary
+    "ledger": _BASE | {"accounting", "jobs"},
     # loading a model by config; the tiny model's tokenizer is trained on traces it is handed
     "modeling": _BASE | {"accounting", "config"},
     # the wiring layers; training runs the audit of a run trained with canaries, never the reverse
@@ -71,11 +71,6 @@ ALLOW_LIST: frozenset[tuple[str, str]] = frozenset(
         # generator; the fix is for training/federated to pass tokenizer_corpus (not an import
         # line), after which modeling no longer needs data.
         ("privacy_finetuner.modeling.loading", "privacy_finetuner.data.synth"),
-        # issue 19 (added with issue 14 finding 8): the trainer checks the plan the service's
-        # ledger reserved through service/reserved.py (standard library only). Its home is the
-        # torch-free job contract both sides may import, privacy_finetuner/jobs.py; moving it
-        # there changes service/reserved.py and its importers, not one import line.
-        ("privacy_finetuner.training.pipeline", "privacy_finetuner.service.reserved"),
     }
 )
 

@@ -24,6 +24,7 @@ from privacy_finetuner.errors import ConfigError, FederatedError, MissingDepende
 from privacy_finetuner.federated._flower import require_flower
 from privacy_finetuner.federated.accountant import plan_client_level
 from privacy_finetuner.federated.partition import partition_by_user, save_examples
+from privacy_finetuner.jobs import RunStatus
 from privacy_finetuner.training import rundir
 
 __all__ = ["SimulationResult", "simulate"]
@@ -150,9 +151,11 @@ def simulate(config: JobConfig, run_dir: Path, *, verbose: bool = False) -> Simu
                 }
             },
         )
-        rundir.mark_finished(run_dir, "completed", epsilon=strategy.accountant.epsilon())
+        rundir.mark_finished(run_dir, RunStatus.COMPLETED, epsilon=strategy.accountant.epsilon())
     except BaseException as exc:
-        rundir.mark_finished(run_dir, "failed", error=str(exc).splitlines()[0] if str(exc) else "")
+        rundir.mark_finished(
+            run_dir, RunStatus.FAILED, error=str(exc).splitlines()[0] if str(exc) else ""
+        )
         shutil.rmtree(run_dir / "model", ignore_errors=True)
         raise
     return SimulationResult(run_dir, report, time.perf_counter() - started)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
+from privacy_finetuner.jobs import JobState
 from privacy_finetuner.ledger.db import Database
 from privacy_finetuner.ledger.models import Job, utcnow
 
@@ -29,7 +30,7 @@ __all__ = [
     "stale_jobs",
 ]
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATES: tuple[str, ...] = tuple(state.value for state in JobState)  # the jobs.py vocabulary
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,18 @@ from privacy_finetuner.errors import (
     ConfigError,
     LedgerError,
 )
+from privacy_finetuner.jobs import (
+    JobFunction,
+    ReservedPlan,
+    RunResult,
+    RunStatus,
+    job_outcome,
+    reserved_plan,
+)
 from privacy_finetuner.ledger import lifecycle
 from privacy_finetuner.ledger.db import Database
 from privacy_finetuner.ledger.models import Job, utcnow
 from privacy_finetuner.ledger.store import Ledger, StaleAttemptError
-from privacy_finetuner.service.reserved import ReservedPlan, reserved_plan
 from privacy_finetuner.service.settings import Settings
 
 __all__ = [
@@ -91,8 +98,8 @@ def context_for(settings: Settings) -> JobContext:
         return ctx
 
 
-def load_job_function(path: str) -> Callable[..., Any]:
-    """Import ``module:function``."""
+def load_job_function(path: str) -> JobFunction:
+    """Import ``module:function`` (a :class:`~privacy_finetuner.jobs.JobFunction`)."""
     module_name, _, attr = path.partition(":")
     try:
         return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
@@ -175,7 +182,7 @@ def _check_data_path(ctx: JobContext, config: Any) -> None:
         raise ConfigError("the data set's file is not inside an allowed data root")
 
 
-def _result_summary(result: Any) -> dict[str, Any]:
+def _result_summary(result: RunResult) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for name in ("epsilon", "delta", "steps", "noise_multiplier", "sample_rate"):
         value = getattr(result, name, None)
@@ -268,20 +275,13 @@ def execute_job(ctx: JobContext, job_id: str, *, drain: threading.Event | None =
                 result = function(config, resume=False, **kwargs)
         if heartbeat.fenced.is_set():
             raise StaleAttemptError(f"job {job_id}: this attempt was fenced off")
-        status = getattr(result, "status", "completed")
-        if drain is not None and drain.is_set() and status != "completed":
+        if drain is not None and drain.is_set() and result.status != RunStatus.COMPLETED:
             heartbeat.halt.set()
             if lifecycle.requeue_running(ctx.db, job_id, token):
                 _log.info("job checkpointed and re-queued for shutdown", extra=log_extra)
                 return "requeued"
-        error = None
-        if status == "budget_exhausted":
-            state, error = "failed", "stopped: privacy budget exhausted"
-        elif status == "cancelled" or should_stop():
-            state = "cancelled"
-        else:
-            state = "succeeded"
-        report = getattr(result, "report_path", None)
+        state, error = job_outcome(result.status, stop_requested=should_stop())
+        report = result.report_path
         finish(
             state=state,
             error=error,

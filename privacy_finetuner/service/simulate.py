@@ -12,31 +12,15 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from privacy_finetuner.accounting import DpSegment, compute_epsilon
+from privacy_finetuner.jobs import RunResult, RunStatus, check_reserved_plan, current_reserved_plan
 from privacy_finetuner.ledger.budget import counts_from_segments, counts_to_segments
 from privacy_finetuner.service.jobspec import plan_job
-from privacy_finetuner.service.reserved import check_reserved_plan, current_reserved_plan
 
-__all__ = ["SimulatedRunResult", "simulated_run_job"]
-
-
-@dataclass
-class SimulatedRunResult:
-    """Same fields as ``privacy_finetuner.training.RunResult``."""
-
-    run_dir: Path
-    epsilon: float
-    delta: float
-    steps: int
-    noise_multiplier: float
-    sample_rate: float
-    report_path: Path
-    history: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "completed"
+__all__ = ["simulated_run_job"]
 
 
 def simulated_run_job(
@@ -48,7 +32,7 @@ def simulated_run_job(
     should_stop: Callable[[], bool] | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = False,
-) -> SimulatedRunResult:
+) -> RunResult:
     """Charge the planned steps one by one; write a checkpoint and a JSON report.
 
     Like the trainer, it checks its plan against the ledger's reservation before step 0 (it
@@ -112,7 +96,7 @@ def simulated_run_job(
             }
         )
     )
-    return SimulatedRunResult(
+    return RunResult(
         run_dir=run_dir,
         epsilon=eps,
         delta=plan.delta,
@@ -120,5 +104,6 @@ def simulated_run_job(
         noise_multiplier=first.noise_multiplier,
         sample_rate=first.sample_rate,
         report_path=report,
-        status="cancelled" if stopped else "completed",
+        history=[segment.to_dict() for segment in merged],
+        status=RunStatus.CANCELLED if stopped else RunStatus.COMPLETED,
     )

@@ -37,6 +37,7 @@ from privacy_finetuner.errors import (
     MissingDependencyError,
     PrivacyWarning,
 )
+from privacy_finetuner.jobs import RunResult, RunStatus, check_reserved_plan
 from privacy_finetuner.training import rundir
 from privacy_finetuner.training.prepare import PreparedData, prepare_data
 
@@ -45,42 +46,6 @@ __all__ = ["RunResult", "run_job"]
 logger = logging.getLogger(__name__)
 
 _CURVE_DISCRETIZATION = 1e-2  # coarse PLD grid: pessimistic, so curve points never under-state ε
-
-
-@dataclass
-class RunResult:
-    """What a run produced.
-
-    Attributes:
-        run_dir: the run directory.
-        epsilon: ε(δ) spent (per privacy unit).
-        delta: δ.
-        steps: logical DP steps taken (including those before a resume).
-        noise_multiplier: σ.
-        sample_rate: q.
-        report_path: ``privacy_report.json``; None if the run was cancelled or interrupted.
-        history: the accountant's segments as dicts (σ, q, steps).
-        metrics: the exact final validation metrics, for the calling process only: they are
-            internal diagnostics, not covered by ε (the released report omits them unless the
-            validation set is declared public).
-        status: "completed", "budget_exhausted" (stopped by the budget or the ledger) or
-            "cancelled" (``should_stop``; a checkpoint allows resuming).
-        rank: this process's rank in a data-parallel run (0 otherwise); only rank 0's run
-            directory has files, so other ranks' results have no ``report_path`` or metrics.
-    """
-
-    run_dir: Path
-    epsilon: float
-    delta: float
-    steps: int
-    noise_multiplier: float
-    sample_rate: float
-    report_path: Path | None
-    history: list[dict[str, Any]]
-    status: str = "completed"
-    metrics: dict[str, Any] = field(default_factory=dict)
-    audit: Any = None  # privacy_finetuner.audit.AuditResult after ``audit.enabled``
-    rank: int = 0
 
 
 @dataclass
@@ -418,8 +383,6 @@ def _run(
     plan = plan_privacy(config, num_units=units)
     # Service jobs (H3, issue 14 finding 8): refuse before step 0 if this plan is not the one the
     # ledger reserved (σ, q, steps, unit count, noise floor); a no-op outside the service.
-    from privacy_finetuner.service.reserved import check_reserved_plan
-
     check_reserved_plan(
         noise_multiplier=plan.noise_multiplier,
         sample_rate=plan.sample_rate,
@@ -445,29 +408,31 @@ def _run(
             state = _State(**raw)
         from privacy_finetuner.training.loop import train_loop
 
-        status = train_loop(
-            eng=eng,
-            model=model,
-            optimizer=optimizer,
-            loader=loader,
-            prepared=prepared,
-            config=config,
-            plan=plan,
-            state=state,
-            run=run,
-            progress=progress,
-            before_step=before_step,
-            should_stop=should_stop,
-            on_event=on_event,
-            evaluate=lambda full: _evaluate(prepared, model, config, full=full),
-            checkpoint=lambda: _save_checkpoint(run, eng, model, optimizer, state),
-            curve_epsilon=lambda: _curve_epsilon(eng, config.privacy.delta),
-            progress_bar=_progress_bar,
-            data_parallel=dp,
+        status = RunStatus(
+            train_loop(
+                eng=eng,
+                model=model,
+                optimizer=optimizer,
+                loader=loader,
+                prepared=prepared,
+                config=config,
+                plan=plan,
+                state=state,
+                run=run,
+                progress=progress,
+                before_step=before_step,
+                should_stop=should_stop,
+                on_event=on_event,
+                evaluate=lambda full: _evaluate(prepared, model, config, full=full),
+                checkpoint=lambda: _save_checkpoint(run, eng, model, optimizer, state),
+                curve_epsilon=lambda: _curve_epsilon(eng, config.privacy.delta),
+                progress_bar=_progress_bar,
+                data_parallel=dp,
+            )
         )
     except KeyboardInterrupt:
         if main:
-            rundir.mark_finished(run, "interrupted")
+            rundir.mark_finished(run, RunStatus.INTERRUPTED)
         raise
     except BaseException as exc:
         if not main:
@@ -475,7 +440,9 @@ def _run(
         if created and not (run / rundir.CHECKPOINT_DIR).exists() and not resume:
             shutil.rmtree(run, ignore_errors=True)
         else:
-            rundir.mark_finished(run, "failed", error=str(exc).splitlines()[0] if str(exc) else "")
+            rundir.mark_finished(
+                run, RunStatus.FAILED, error=str(exc).splitlines()[0] if str(exc) else ""
+            )
         raise
     history = [s.to_dict() for s in eng.accountant.history]
     epsilon = eng.get_epsilon(config.privacy.delta) if eng.steps else 0.0
@@ -493,8 +460,8 @@ def _run(
     )
     if not main:  # rank 0 writes the outputs; this rank's replica is identical to its model
         return result
-    if status == "cancelled":
-        rundir.mark_finished(run, "cancelled", step=eng.steps)
+    if status is RunStatus.CANCELLED:
+        rundir.mark_finished(run, RunStatus.CANCELLED, step=eng.steps)
         return result
     from privacy_finetuner.training.finish import finish_run
 
@@ -514,7 +481,7 @@ def _run(
     except KeyboardInterrupt:
         # Trained but not yet reported: keep the final state so `--resume` only redoes the report.
         _save_checkpoint(run, eng, model, optimizer, state)
-        rundir.mark_finished(run, "interrupted", step=eng.steps)
+        rundir.mark_finished(run, RunStatus.INTERRUPTED, step=eng.steps)
         raise
     rundir.mark_finished(run, status, step=eng.steps, epsilon=epsilon)
     shutil.rmtree(run / rundir.CHECKPOINT_DIR, ignore_errors=True)  # a finished run is final

@@ -1,8 +1,8 @@
 """The run directory's life cycle, so a failed or interrupted run never looks finished.
 
 A run directory holds ``RUN_INCOMPLETE`` from the moment it is created until every output is
-written; ``status.json`` says ``running``, ``interrupted``, ``cancelled``, ``failed`` or
-``completed``. ``privacy_report.json`` is written last, atomically, and only by a run that
+written; ``status.json``'s ``state`` is a :class:`~privacy_finetuner.jobs.RunStatus` value
+(``running``, ``interrupted``, ``cancelled``, ``failed``, ``budget_exhausted`` or ``completed``). ``privacy_report.json`` is written last, atomically, and only by a run that
 completed (or stopped early at a budget, whose ε is still valid). ``internal_diagnostics.json``
 beside it holds the exact statistics of the private data, which ε does not cover: it is for the
 operator and is never part of the bundle ``privacy-finetuner report release`` writes.
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from privacy_finetuner.errors import CheckpointError, NotFoundError
+from privacy_finetuner.jobs import RunStatus
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -60,9 +61,9 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_status(run_dir: Path, state: str, **extra: Any) -> None:
+def write_status(run_dir: Path, state: RunStatus, **extra: Any) -> None:
     """Record the run's state (and e.g. ``error`` or ``step``) in ``status.json``."""
-    payload = {"state": state, "updated": datetime.now(timezone.utc).isoformat(), **extra}
+    payload = {"state": state.value, "updated": datetime.now(timezone.utc).isoformat(), **extra}
     atomic_write_text(run_dir / STATUS_FILE, json.dumps(payload, indent=2) + "\n")
 
 
@@ -89,7 +90,7 @@ def mark_started(run_dir: Path, *, resume: bool) -> None:
     if resume:
         if not (run_dir / CHECKPOINT_DIR).is_dir():
             raise CheckpointError(f"cannot resume {run_dir}: it has no checkpoint")
-        if read_status(run_dir).get("state") == "completed":
+        if read_status(run_dir).get("state") == RunStatus.COMPLETED:
             raise CheckpointError(f"cannot resume {run_dir}: the run already completed")
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise CheckpointError(
@@ -99,11 +100,11 @@ def mark_started(run_dir: Path, *, resume: bool) -> None:
     (run_dir / INCOMPLETE_MARKER).write_text(
         "This run has not finished; its outputs are not valid yet.\n", encoding="utf-8"
     )
-    write_status(run_dir, "running")
+    write_status(run_dir, RunStatus.RUNNING)
 
 
-def mark_finished(run_dir: Path, state: str, **extra: Any) -> None:
+def mark_finished(run_dir: Path, state: RunStatus, **extra: Any) -> None:
     """Final state; the incomplete marker goes only when the outputs are all there."""
     write_status(run_dir, state, **extra)
-    if state in {"completed", "budget_exhausted"}:
+    if state.finished:
         (run_dir / INCOMPLETE_MARKER).unlink(missing_ok=True)

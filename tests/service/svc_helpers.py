@@ -97,8 +97,8 @@ def fresh_dir_run_job(config: Any, *, run_dir: Any, resume: bool = False, **kw: 
 
 def miscounting_run_job(config: Any, *, run_dir: Any, **kw: Any) -> Any:
     """A trainer that counted one unit more than the service planned from (finding 8)."""
+    from privacy_finetuner.jobs import check_reserved_plan, current_reserved_plan
     from privacy_finetuner.service.jobspec import plan_job
-    from privacy_finetuner.service.reserved import check_reserved_plan, current_reserved_plan
 
     reserved = current_reserved_plan()
     assert reserved is not None and reserved.num_units is not None
