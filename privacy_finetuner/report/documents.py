@@ -153,7 +153,7 @@ def render_model_card(report: dict[str, Any]) -> str:
         "",
         *_statement(report),
         "",
-        "| | |",
+        "| Parameter | Value |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in _dp_rows(report)],
         "",
@@ -276,6 +276,11 @@ _CSS = (
 )
 
 
+def _json_pre(value: dict[str, Any]) -> str:
+    """A JSON document as readable text (ε, not \\u03b5), in a box that scrolls on its own."""
+    return f"<pre>{escape(json.dumps(value, indent=2, ensure_ascii=False, default=str))}</pre>"
+
+
 def _internal_section(internal: dict[str, Any]) -> str:
     metrics = internal.get("metrics", {})
     loss_chart = line_chart(
@@ -298,7 +303,7 @@ def _internal_section(internal: dict[str, Any]) -> str:
         "and is <b>not</b> covered by the reported ε. It is for the operator only; "
         "<code>privacy-finetuner report release</code> leaves it out.</p>"
         f"{loss_chart}{redactions}"
-        f"<h3>{escape(INTERNAL_FILE)}</h3><pre>{escape(json.dumps(internal, indent=2))}</pre>"
+        f"<h3>{escape(INTERNAL_FILE)}</h3>{_json_pre(internal)}"
         "</section>"
     )
 
@@ -362,7 +367,7 @@ def render_html(report: dict[str, Any], internal: dict[str, Any] | None = None) 
         "detector; any such data in the traces reaches training unchanged, protected by DP "
         f"only:</p>{uncovered}"
         f"<h2>Model card</h2><div class='card' id='model-card'>{card}</div>"
-        f"<h2>Released report ({REPORT_FILE})</h2><pre>{escape(json.dumps(report, indent=2))}</pre>"
+        f"<h2>Released report ({REPORT_FILE})</h2>{_json_pre(report)}"
         f"{section}</body></html>\n"
     )
 

@@ -102,7 +102,7 @@ def line_chart(
         parts.append(
             f'<line x1="{_PAD_L}" x2="{_PAD_L + plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
             'stroke="#555" stroke-dasharray="4 3"/>'
-            f'<text x="{_PAD_L + plot_w - 4}" y="{y - 4:.1f}" text-anchor="end" font-size="10">'
+            f'<text x="{_PAD_L + 4}" y="{y - 4:.1f}" text-anchor="start" font-size="10">'
             f"{escape(hline[0])}</text>"
         )
     for i, (name, s) in enumerate(series):
