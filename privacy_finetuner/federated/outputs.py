@@ -21,9 +21,11 @@ from privacy_finetuner.modeling.loading import save_trained
 from privacy_finetuner.report import INTERNAL_FILE
 from privacy_finetuner.training import rundir
 
-__all__ = ["REPORT_FILE", "split_exact_validation", "write_outputs"]
+__all__ = ["REPORT_FILE", "split_internal", "write_outputs"]
 
 REPORT_FILE = "federated_report.json"
+#: What a simulation's summary may publish: its set-up, not counts of the private data.
+_PUBLIC_SIMULATION = frozenset({"clients", "wall_seconds", "cpus"})
 
 
 def write_outputs(
@@ -40,7 +42,7 @@ def write_outputs(
             save_trained(model.loaded, run_dir)
     rundir.atomic_write_text(run_dir / "config.yaml", dump_config(strategy.config))
     report = {**strategy.summary(), **(extra or {})}
-    released, internal = split_exact_validation(report)
+    released, internal = split_internal(report)
     rundir.atomic_write_text(
         run_dir / REPORT_FILE, json.dumps(released, indent=2, sort_keys=True, default=str) + "\n"
     )
@@ -50,11 +52,11 @@ def write_outputs(
     return report
 
 
-def split_exact_validation(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The report without exact validation figures, and those figures for the operator alone.
+def split_internal(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report without exact statistics of private data, and those for the operator alone.
 
-    The losses are exact statistics of private held-out data (not covered by the client-level ε);
-    the released report keeps only the held-out set's existence, never a value computed on it.
+    Validation losses on held-out users and the simulation's per-client example, user and guard
+    counts are not covered by the client-level ε; the released report keeps only the set-up.
     """
     released = {k: v for k, v in report.items() if k != "validation"}
     released["rounds"] = [
@@ -63,9 +65,14 @@ def split_exact_validation(report: dict[str, Any]) -> tuple[dict[str, Any], dict
     released["validation"] = (
         "exact validation losses are in internal_diagnostics.json (not covered by ε)"
     )
+    simulation = report.get("simulation")
+    if isinstance(simulation, dict):
+        # per-client example counts, user and guard counts are exact statistics of private data
+        released["simulation"] = {k: v for k, v in simulation.items() if k in _PUBLIC_SIMULATION}
     internal = {
         "not_covered_by_epsilon": True,
         "validation": report.get("validation"),
+        "simulation": simulation,
         "round_validation_loss": [
             {"round": r.get("round"), "validation_loss": r.get("validation_loss")}
             for r in report.get("rounds", [])

@@ -109,7 +109,9 @@ def test_local_dp_without_secagg_reports_each_clients_local_epsilon(tmp_path: Pa
     job = load_config(run / "config.yaml")
     # What each client's local accountant must say after k participations of 5 DP-SGD steps.
     possible = set()
-    for n in report["simulation"]["examples_per_client"]:
+    assert "examples_per_client" not in report["simulation"]  # private counts: internal only
+    internal = json.loads((run / "internal_diagnostics.json").read_text(encoding="utf-8"))
+    for n in internal["simulation"]["examples_per_client"]:
         sigma, q = local_noise_multiplier(job, n)
         for k in (1, 2):
             possible.add(round(compute_epsilon([DpSegment(sigma, q, 5 * k)], delta=1e-5), 9))
