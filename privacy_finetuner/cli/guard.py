@@ -183,10 +183,12 @@ def _field_of(record: dict[str, Any], field: str | None, source: str, number: in
     )
 
 
-def _records(
-    source: str, field: str | None
-) -> Iterator[tuple[int, dict[str, Any] | None, str, Any]]:
-    """(line number, JSON record or None for plain text, field, text or messages), streaming."""
+def _lines(source: str) -> Iterator[tuple[int, Any, str]]:
+    """(line number, parsed JSON or None for a plain-text file, the line), streaming.
+
+    The first non-blank line decides: a file whose first line opens ``{`` is JSONL (blank lines
+    skipped, each other line must parse); anything else is plain text, line by line.
+    """
     jsonl: bool | None = None
     with _open(source) as handle:
         try:
@@ -195,31 +197,39 @@ def _records(
                 if jsonl is None and line.strip():
                     jsonl = line.lstrip().startswith("{")
                 if not jsonl:
-                    yield number, None, "", line
+                    yield number, None, line
                     continue
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    yield number, json.loads(line), line
                 except json.JSONDecodeError as exc:
                     raise DataValidationError(
                         f"not valid JSON: {exc.msg}", path=source, line=number
                     ) from exc
-                if not isinstance(record, dict):
-                    raise DataValidationError(
-                        "a JSONL record must be an object", path=source, line=number
-                    )
-                name = _field_of(record, field, source, number)
-                value = record[name]
-                if not isinstance(value, str | list):
-                    raise DataValidationError(
-                        f"field {name!r} must be text or a list of chat messages",
-                        path=source,
-                        line=number,
-                    )
-                yield number, record, name, value
         except UnicodeDecodeError as exc:
             raise DataValidationError(f"not UTF-8 text ({exc.reason})", path=source) from exc
+
+
+def _records(
+    source: str, field: str | None
+) -> Iterator[tuple[int, dict[str, Any] | None, str, Any]]:
+    """(line number, JSON record or None for plain text, field, text or messages), streaming."""
+    for number, record, line in _lines(source):
+        if record is None:
+            yield number, None, "", line
+            continue
+        if not isinstance(record, dict):
+            raise DataValidationError("a JSONL record must be an object", path=source, line=number)
+        name = _field_of(record, field, source, number)
+        value = record[name]
+        if not isinstance(value, str | list):
+            raise DataValidationError(
+                f"field {name!r} must be text or a list of chat messages",
+                path=source,
+                line=number,
+            )
+        yield number, record, name, value
 
 
 def protect(
@@ -257,24 +267,12 @@ def reveal(
 
     _require_key(key_file, key_env, "guard reveal")
     guard = ContextGuard(key_file=key_file, key_env=key_env)
-    with _open(source) as handle, _atomic_output(output) as out:
-        jsonl: bool | None = None
-        for number, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if jsonl is None and line.strip():
-                jsonl = line.lstrip().startswith("{")
-            if not jsonl:
+    with _atomic_output(output) as out:
+        for _, record, line in _lines(source):
+            if record is None:
                 out.write(guard.reveal(line) + "\n")
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataValidationError(
-                    f"not valid JSON: {exc.msg}", path=source, line=number
-                ) from exc
-            out.write(json.dumps(_walk(record, guard.reveal), ensure_ascii=False) + "\n")
+            else:
+                out.write(json.dumps(_walk(record, guard.reveal), ensure_ascii=False) + "\n")
 
 
 def _walk(value: Any, fn: Callable[[str], str]) -> Any:
