@@ -21,7 +21,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 __all__ = [
@@ -98,10 +98,11 @@ def _pythonic_call(node: ast.expr) -> ParsedCall | None:
     return name, args
 
 
-def _closing_bracket(text: str, start: int) -> int:
-    """Index of the ``]`` that closes the ``[`` at ``start`` (quotes respected), or -1."""
-    depth, k = 0, start
+def _unquoted(text: str, start: int) -> Iterator[tuple[int, str]]:
+    """(index, character) of ``text`` from ``start`` outside quoted strings (escapes honoured);
+    the quotes themselves are not yielded."""
     quote: str | None = None
+    k = start
     while k < len(text):
         ch = text[k]
         if quote:
@@ -111,39 +112,37 @@ def _closing_bracket(text: str, start: int) -> int:
                 quote = None
         elif ch in "\"'":
             quote = ch
-        elif ch == "[":
+        else:
+            yield k, ch
+        k += 1
+
+
+def _closing_bracket(text: str, start: int) -> int:
+    """Index of the ``]`` that closes the ``[`` at ``start`` (quotes respected), or -1."""
+    depth = 0
+    for k, ch in _unquoted(text, start):
+        if ch == "[":
             depth += 1
         elif ch == "]":
             depth -= 1
             if depth == 0:
                 return k
-        k += 1
     return -1
 
 
 def _split_top(text: str, sep: str = ",") -> list[str]:
     """``text`` split at ``sep`` outside brackets and quotes."""
     parts: list[str] = []
-    depth, start, k = 0, 0, 0
-    quote: str | None = None
-    while k < len(text):
-        ch = text[k]
-        if quote:
-            if ch == "\\":
-                k += 1
-            elif ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
+    depth, begin = 0, 0
+    for k, ch in _unquoted(text, 0):
+        if ch in "([{":
             depth += 1
         elif ch in ")]}":
             depth -= 1
         elif ch == sep and depth == 0:
-            parts.append(text[start:k])
-            start = k + 1
-        k += 1
-    parts.append(text[start:])
+            parts.append(text[begin:k])
+            begin = k + 1
+    parts.append(text[begin:])
     return parts
 
 
